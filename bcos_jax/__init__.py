@@ -1,0 +1,26 @@
+"""bcos_jax: B-cos networks (inherently interpretable CNNs and ViTs) in JAX/Flax.
+
+Public API:
+  layers: BcosConv, BcosDense, LogitLayer, add_inverse
+  norms: the uncentred and detachable norms of B-cos networks
+  explain(model, variables, x, targets=None) -> Explanation   (pure, jittable)
+  visualize: host-side colour explanations and contribution maps
+"""
+from bcos_jax import layers, norms
+from bcos_jax.explain import Explanation, explain, explain_fn, logits_of
+from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, add_inverse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BcosConv",
+    "BcosDense",
+    "Explanation",
+    "LogitLayer",
+    "add_inverse",
+    "explain",
+    "explain_fn",
+    "layers",
+    "logits_of",
+    "norms",
+]

@@ -1,0 +1,43 @@
+"""The model zoo: ``create(name, **overrides)``, ``list_models()``, ``get_spec(name)``.
+
+v2 names equal the ``bcos`` package's entry points (``resnet50``, ``densenet121``,
+``simple_vit_s_patch16_224``, ``cifar10_resnet20``, ...); v1 (CVPR 2022) models are
+prefixed ``v1_``; standard (non-B-cos) counterparts ``standard_``. Every model takes NHWC
+input and is called as ``model.apply(variables, x, train=False, explain=False)``.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, List
+
+import flax.linen as nn
+
+from bcos_jax.models import cifar9l, convnext, densenet, inception, resnet, small, vgg, vit
+from bcos_jax.models.common import ModelSpec, registry
+
+__all__ = ["ModelSpec", "create", "get_spec", "list_models"]
+
+_MODELS = registry(resnet, densenet, vgg, convnext, vit, inception, cifar9l, small)
+
+
+def list_models(version: str | None = None, family: str | None = None) -> List[str]:
+    """Sorted model names, optionally filtered by version ('v1', 'v2', 'standard') and family."""
+    return sorted(
+        n
+        for n, s in _MODELS.items()
+        if (version is None or s.version == version) and (family is None or s.family == family)
+    )
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The ``ModelSpec`` of ``name``; unknown names raise a ValueError suggesting close ones."""
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see bcos_jax.models.list_models()"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    return _MODELS[name]
+
+
+def create(name: str, **overrides: Any) -> nn.Module:
+    """Build the Flax module of zoo model ``name`` (e.g. ``num_classes=10``, ``dtype=jnp.bfloat16``)."""
+    return get_spec(name).build(**overrides)

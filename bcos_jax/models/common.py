@@ -1,0 +1,201 @@
+"""Pieces shared by the model families: the model spec, pooling, stochastic depth, factories.
+
+Conventions every family follows:
+
+* NHWC input; B-cos models take the 6-channel encoding ``[x, 1-x]`` (``layers.add_inverse``),
+  standard models 3 channels normalised with the ImageNet mean/std.
+* ``model.apply(variables, x, train=False, explain=False)`` -> logits [N, C]; training mode
+  needs ``mutable=['batch_stats']`` where the model has batch statistics, and an rng
+  stream ``'dropout'`` where it has stochastic depth.
+* Submodule names mirror the PyTorch reference's module paths (``layer1/0/conv1`` for
+  ``layer1.0.conv1``), so that state_dicts convert generically (``bcos_jax.convert``) and
+  hidden units can be explained by the reference's layer names.
+* Convs and norms are injected (``conv``, ``norm`` factory arguments), so one family file
+  builds the B-cos, the v1 and the standard variant.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+
+Array = jax.Array
+
+__all__ = [
+    "ModelSpec",
+    "StandardConv",
+    "StandardBatchNorm",
+    "StandardDense",
+    "StochasticDepth",
+    "avg_pool",
+    "global_avg_pool",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the model zoo.
+
+    Attributes:
+      build: ``build(**overrides) -> nn.Module``.
+      family: 'resnet', 'densenet', 'vgg', 'convnext', 'vit', 'inception', 'cifar9l', ...
+      version: 'v1', 'v2' or 'standard'.
+      input_size: side of the (square) eval input, e.g. 224, 299 or 32.
+      resize: eval transform resize of the shorter side (then centre crop input_size).
+      num_classes: default number of classes.
+      in_channels: 6 for B-cos models, 3 for standard ones.
+      top1: published ImageNet/CIFAR top-1 of the official weights (None if unknown).
+      params: number of parameters of the reference model (checked by the tests).
+      torch_prefix: prefix of the reference state_dict keys (e.g. '0.' for wrapped models).
+      weights_url: where the official weights are published (None if not released).
+      notes: free text for the README table.
+    """
+
+    build: Callable[..., nn.Module]
+    family: str
+    version: str
+    input_size: int = 224
+    resize: int = 256
+    num_classes: int = 1000
+    in_channels: int = 6
+    top1: Optional[float] = None
+    params: Optional[int] = None
+    torch_prefix: str = ""
+    weights_url: Optional[str] = None
+    notes: str = ""
+
+
+def avg_pool(x: Array, window: int, stride: Optional[int] = None, padding: int = 0) -> Array:
+    """torch ``AvgPool2d(window, stride, padding)`` with ``count_include_pad=True`` (NHWC)."""
+    stride = window if stride is None else stride
+    return nn.avg_pool(
+        x,
+        (window, window),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        count_include_pad=True,
+    )
+
+
+def global_avg_pool(x: Array) -> Array:
+    """[N, H, W, C] -> [N, C] (mean over all positions)."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+class StochasticDepth(nn.Module):
+    """torchvision ``StochasticDepth(p, 'row')``: drop the whole residual branch per sample.
+
+    Needs an rng stream 'dropout' when ``train`` and ``p > 0``; identity otherwise.
+    """
+
+    p: float
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        if not train or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return x * mask.astype(x.dtype) / keep
+
+
+class StandardConv(nn.Module):
+    """Plain conv with PyTorch-style explicit padding, for the standard (non-B-cos) models.
+
+    Same call signature and parameter layout as ``BcosConv`` (``kernel`` HWIO, optional
+    ``bias``; ``explain`` is accepted and ignored), so family files take either through
+    their ``conv`` argument and state_dicts convert the same way.
+    """
+
+    features: int
+    kernel_size: Any
+    strides: Any = 1
+    padding: Any = 0
+    kernel_dilation: Any = 1
+    feature_group_count: int = 1
+    use_bias: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+    @nn.compact
+    def __call__(self, x: Array, explain: bool = False) -> Array:
+        from bcos_jax.layers import _pair, conv_padding
+
+        del explain
+        ks = _pair(self.kernel_size, "kernel_size")
+        cin = x.shape[-1]
+        kernel = self.param(
+            "kernel", self.kernel_init, (*ks, cin // self.feature_group_count, self.features), self.param_dtype
+        )
+        x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
+        y = jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=_pair(self.strides, "strides"),
+            padding=conv_padding(self.padding),
+            rhs_dilation=_pair(self.kernel_dilation, "kernel_dilation"),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.feature_group_count,
+        )
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(y.dtype)
+        return y
+
+
+class StandardDense(nn.Module):
+    """Plain dense layer (``kernel`` [in, out], ``bias``) taking and ignoring ``explain``."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: Array, explain: bool = False) -> Array:
+        del explain
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+        x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
+        y = jnp.matmul(x, kernel)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(y.dtype)
+        return y
+
+
+# torch BatchNorm2d numerics (centred, unbiased running variance, momentum 0.1, eps 1e-5).
+def StandardBatchNorm(**kwargs):  # noqa: N802 - a norm factory, used like a class
+    from bcos_jax.norms import BatchNorm
+
+    return BatchNorm(**kwargs)
+
+
+def registry(*modules: Any) -> Dict[str, ModelSpec]:
+    """Merge the ``MODELS`` dicts of family modules, refusing duplicate names."""
+    out: Dict[str, ModelSpec] = {}
+    for m in modules:
+        for name, spec in m.MODELS.items():
+            if name in out:
+                raise ValueError(f"model name {name!r} defined twice")
+            out[name] = spec
+    return out
+
+
+def spec(build, **kwargs) -> ModelSpec:
+    """Shorthand used by the family files: ``spec(functools.partial(Cls, ...), family=..., ...)``."""
+    return ModelSpec(build=build, **kwargs)
+
+
+partial = functools.partial
+Pair = Tuple[int, int]
