@@ -153,7 +153,7 @@ def explain(
                 mutable=["intermediates"],
                 **apply_kwargs,
             )
-            act = _find_intermediate(state["intermediates"], path, name)
+            act = _find_intermediate(state.get("intermediates", {}), path, name)
             return _unit_values(act, position, name).astype(jnp.float32)
 
     outputs, vjp_fn = jax.vjp(forward, x)

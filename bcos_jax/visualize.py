@@ -25,7 +25,7 @@ __all__ = [
 
 
 def _avg_pool_same(a: np.ndarray, k: int) -> np.ndarray:
-    """avg_pool2d(a, k, stride 1, padding (k-1)//2, count_include_pad=True) for odd or even k."""
+    """avg_pool2d(a, k, stride 1, padding (k-1)//2, count_include_pad=True) ("same" size for odd k)."""
     p = (k - 1) // 2
     padded = np.pad(a, ((p, p), (p, p)))
     c = np.cumsum(np.cumsum(padded, axis=0), axis=1)
@@ -46,7 +46,7 @@ def gradient_to_image(
     Args:
       image: [H, W, 6] encoded input ``[r, g, b, 1-r, 1-g, 1-b]``.
       weights: [H, W, 6] W(x) for the explained class (``Explanation.weights[i]``).
-      smooth: kernel of the average pooling of alpha (0 or None: none).
+      smooth: odd kernel of the average pooling of alpha (0 or None: none).
       alpha_percentile: alpha is divided by this percentile of itself and clipped to [0, 1].
 
     Returns:
@@ -67,6 +67,8 @@ def gradient_to_image(
     alpha = np.linalg.norm(w, axis=-1)
     alpha = np.where(contribs < 0, 1e-12, alpha)
     if smooth:
+        if int(smooth) % 2 == 0:
+            raise ValueError(f"smooth must be an odd kernel size (or 0), got {smooth}")
         alpha = _avg_pool_same(alpha, int(smooth))
     alpha = np.clip(alpha / np.percentile(alpha, alpha_percentile), 0, 1)
     return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
