@@ -107,7 +107,8 @@ class StochasticDepth(nn.Module):
         keep = 1.0 - self.p
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-        return x * mask.astype(x.dtype) / keep
+        # p = 1 always drops; torch skips the rescaling then (instead of 0 / 0 = nan).
+        return x * mask.astype(x.dtype) / keep if keep > 0 else x * mask.astype(x.dtype)
 
 
 class StandardConv(nn.Module):
@@ -179,6 +180,19 @@ def StandardBatchNorm(**kwargs):  # noqa: N802 - a norm factory, used like a cla
     from bcos_jax.norms import BatchNorm
 
     return BatchNorm(**kwargs)
+
+
+class Scope(nn.Module):
+    """A named level of the parameter tree with no computation of its own (a torch container).
+
+    ``fn`` is a plain function (not a method: Flax would re-enter the method's own module)
+    whose layers become children of this scope, so a forward pass can be written flat while
+    its parameters sit at the reference's module paths.
+    """
+
+    @nn.compact
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
 
 
 def registry(*modules: Any) -> Dict[str, ModelSpec]:

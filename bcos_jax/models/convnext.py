@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 
 from bcos_jax.layers import BcosConv, LogitLayer
+from bcos_jax.models.common import Scope as _Scope
 from bcos_jax.models.common import (
     StandardConv,
     StandardDense,
@@ -81,19 +82,6 @@ BCOS_LAYOUT = Layout(nested_stem=False, block=("0", "1", "2", "3"), head=("0", "
 # torchvision: block = [dwconv, Permute, norm, Linear, GELU, Linear, Permute];
 # classifier = [LayerNorm2d, Flatten, Linear].
 TORCHVISION_LAYOUT = Layout(nested_stem=True, block=("0", "2", "3", "5"), head=("0", "2"))
-
-
-class _Scope(nn.Module):
-    """A named level of the parameter tree with no computation of its own (a torch container).
-
-    ``fn`` is a plain function (not a method: Flax would re-enter the method's own module)
-    whose layers become children of this scope, so a forward pass can be written flat while
-    its parameters sit at the reference's module paths.
-    """
-
-    @nn.compact
-    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return fn(*args)
 
 
 def stochastic_depth_rates(block_setting: BlockSetting, p: float) -> Tuple[Tuple[float, ...], ...]:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from bcos_jax.layers import BcosConv, BcosDense, LogitLayer
+from bcos_jax.models.common import Scope as _Scope
 from bcos_jax.models.common import StandardConv, StandardDense, partial, spec
 from bcos_jax.norms import LayerNorm, LayerNorm2d, no_bias
 
@@ -43,19 +44,6 @@ __all__ = [
     "bcos_linear",
     "posemb_sincos_2d",
 ]
-
-
-class _Scope(nn.Module):
-    """A named level of the parameter tree with no computation of its own (a torch container).
-
-    ``fn`` is a plain function (not a method: Flax would re-enter the method's own module)
-    whose layers become children of this scope, so a forward pass can be written flat while
-    its parameters sit at the reference's module paths.
-    """
-
-    @nn.compact
-    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return fn(*args)
 
 
 def bcos_linear(features: int, use_bias: bool = False, **kwargs: Any) -> BcosDense:
