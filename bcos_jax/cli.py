@@ -113,10 +113,10 @@ def _load_model(args):
     from bcos_jax import convert, models
 
     if args.checkpoint:
-        from bcos_jax.training.checkpoint import load_checkpoint
+        from bcos_jax.training.checkpoint import load_checkpoint, read_model_json
 
-        model, variables, name = load_checkpoint(args.checkpoint, return_name=True)
-        return model, variables, models.get_spec(name)
+        model, variables = load_checkpoint(args.checkpoint)
+        return model, variables, models.get_spec(read_model_json(args.checkpoint)[0])
     if not (args.model and args.weights):
         raise ValueError("give --checkpoint DIR, or --model NAME with --weights FILE")
     spec = models.get_spec(args.model)
