@@ -316,6 +316,11 @@ def _build_registry():
             version="v1",
             params=_PARAMS[f"v1_{name}"],
             torch_prefix="0.",
+            # v1 release (moboehle/B-cos experiment_parameters.py); `densenet_121_cossched`
+            # (same architecture) is at .../s/G8kdm73qWn4L8Lg/download.
+            weights_url=(
+                "https://nextcloud.mpi-klsb.mpg.de/index.php/s/LW2HsNDzAzaaaDH/download" if name == "densenet121" else None
+            ),
             notes="MaxOut 2, scale_fact 100, T=1e-3; only DenseNet-121 has a v1 config/weights",
         )
         models[f"standard_{name}"] = spec(

@@ -71,6 +71,8 @@ V1_CONV = partial(BcosConv, max_out=2, scale_fact=100.0)
 V1_LOGIT_BIAS = math.log(0.01 / 0.99)
 # Only v1 ResNet-34 has a config (logit_temperature 1e1); the other depths use the same.
 V1_TEMPERATURE = 10.0
+# The v1 release (moboehle/B-cos experiments/Imagenet/bcos/experiment_parameters.py).
+V1_WEIGHTS = {"resnet34": "https://nextcloud.mpi-klsb.mpg.de/index.php/s/mYe6TggQsDymZbk/download"}
 
 
 def avg_pool_3x3(x: Array) -> Array:
@@ -455,6 +457,7 @@ def _make_registry() -> Dict[str, ModelSpec]:
             top1=_STANDARD_TOP1.get(name), notes=f"torchvision.models.{name}")
         if block is BasicBlock or extra == {}:
             add(f"v1_{name}", _bcos_builder(**arch, **_V1), "v1", torch_prefix="0.",
+                weights_url=V1_WEIGHTS.get(name),
                 notes=f"moboehle/B-cos models/bcos/resnet.py {name} wrapped as in v1 get_model; "
                 f"logit temperature {V1_TEMPERATURE:g} (ResNet-34's config) for every depth")
 

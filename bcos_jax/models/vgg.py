@@ -232,7 +232,11 @@ _PARAMS = {
 
 # Published top-1 (BCOS_REFERENCE §4.1): the released v2 VGG-11-BNU, torchvision's VGG-11.
 _TOP1 = {"vgg11_bnu": 69.310, "standard_vgg11": 69.02}
-_URLS = {"vgg11_bnu": f"{_WEIGHTS}/vgg_11_bnu-34036029f0.pth"}
+_URLS = {
+    "vgg11_bnu": f"{_WEIGHTS}/vgg_11_bnu-34036029f0.pth",
+    # v1 release (moboehle/B-cos experiments/Imagenet/bcos/experiment_parameters.py).
+    "v1_vgg11": "https://nextcloud.mpi-klsb.mpg.de/index.php/s/kEHgFSSKMEdeA5N/download",
+}
 
 
 def _build_registry():

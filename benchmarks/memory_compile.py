@@ -1,0 +1,94 @@
+"""Peak memory of one training step (batch 32) in both frameworks, and JAX compile time.
+
+    .venv/bin/python benchmarks/memory_compile.py [--model resnet50 --batch 32 --size 224]
+
+Each measurement runs in a fresh subprocess: the peak resident set size (ru_maxrss) during
+one Adam + BCE training step minus the resident size just before it (model, optimiser state
+and batch already allocated). For JAX the compiler's own figure (temporaries + arguments +
+outputs of the compiled step, ``memory_analysis``) and the compile time are printed too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_JAX = r'''
+import json, resource, sys, time
+import jax, jax.numpy as jnp, numpy as np, optax
+from bcos_jax import models
+name, batch, size, nc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model = models.create(name, num_classes=nc)
+x = jnp.asarray(np.random.default_rng(0).uniform(size=(batch, size, size, 6)), jnp.float32)
+y = jax.nn.one_hot(jnp.arange(batch) % nc, nc)
+v = jax.jit(lambda: model.init(jax.random.key(0), x[:1], train=False))()
+tx = optax.adam(1e-3)
+p, extra = v["params"], {k: a for k, a in v.items() if k != "params"}
+o = tx.init(p)
+def loss_fn(p, extra, x):
+    out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra))
+    return optax.sigmoid_binary_cross_entropy(out, y).mean(), new
+def step(p, o, extra, x):
+    (l, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x)
+    u, o = tx.update(g, o, p)
+    return optax.apply_updates(p, u), o, new, l
+t0 = time.perf_counter()
+compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(p, o, extra, x).compile()
+compile_s = time.perf_counter() - t0
+ma = compiled.memory_analysis()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_now = int(open("/proc/self/statm").read().split()[1]) * 4096 // 1024
+p, o, extra, l = compiled(p, o, extra, x); jax.block_until_ready(l)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"compile_s": compile_s, "peak_step_mb": (after - rss_now) / 1024,
+      "xla_temp_mb": ma.temp_size_in_bytes / 2**20, "xla_args_mb": ma.argument_size_in_bytes / 2**20,
+      "xla_out_mb": ma.output_size_in_bytes / 2**20}))
+'''
+
+_TORCH = r'''
+import json, resource, sys
+import torch, bcos.models.pretrained as pre
+from bcos.modules.losses import UniformOffLabelsBCEWithLogitsLoss
+name, batch, size, nc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+m = getattr(pre, name)(pretrained=False, num_classes=nc).train()
+opt = torch.optim.Adam(m.parameters(), 1e-3)
+x = torch.rand(batch, 6, size, size); y = torch.arange(batch) % nc
+for p in m.parameters():  # allocate Adam state first, like the JAX side
+    opt.state[p]["exp_avg"] = torch.zeros_like(p); opt.state[p]["exp_avg_sq"] = torch.zeros_like(p); opt.state[p]["step"] = torch.tensor(0.)
+rss_now = int(open("/proc/self/statm").read().split()[1]) * 4096 // 1024
+loss = UniformOffLabelsBCEWithLogitsLoss()(m(x), y); loss.backward(); opt.step()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_step_mb": (after - rss_now) / 1024}))
+'''
+
+
+def run(code, *args):
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--num-classes", type=int, default=1000)
+    args = ap.parse_args()
+    a = (args.model, args.batch, args.size, args.num_classes)
+    j = run(_JAX, *a)
+    t = run(_TORCH, *a)
+    print(f"{args.model} train step, batch {args.batch}, {args.size}²:")
+    print(f"  jax   compile {j['compile_s']:.1f}s; step peak RSS +{j['peak_step_mb']:.0f} MB; XLA temporaries "
+          f"{j['xla_temp_mb']:.0f} MB, arguments {j['xla_args_mb']:.0f} MB, outputs {j['xla_out_mb']:.0f} MB")
+    print(f"  torch step peak RSS +{t['peak_step_mb']:.0f} MB")
+    print(f"  memory ratio torch/jax x{t['peak_step_mb'] / max(j['peak_step_mb'], 1e-9):.2f}")
+
+
+if __name__ == "__main__":
+    main()
