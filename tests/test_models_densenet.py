@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.zoo_helpers import encoded_image, param_count, read_listing, structure_mismatch, torch_state_dict
 from tests.torch_ref import randomize_norm_stats, rel_err, torch_explain
 
 import bcos.models.densenet as bcos_densenet  # noqa: E402
@@ -73,65 +74,6 @@ def _torch_reference(name: str, **arch) -> "torch.nn.Module":
         return getattr(bcos_pretrained, name)()
 
 
-def _torch_state_dict(name: str, model) -> dict:
-    prefix = models.get_spec(name).torch_prefix
-    return {prefix + k: v for k, v in model.state_dict().items()}
-
-
-def _image(n: int, size: int, seed: int = 0) -> np.ndarray:
-    x = np.random.RandomState(seed).rand(n, size, size, 3).astype(np.float32)
-    return np.concatenate([x, 1.0 - x], axis=-1)
-
-
-# ---------------------------------------------------------------------- structure checks
-
-
-@functools.lru_cache(maxsize=None)
-def _abstract_variables(name: str):
-    spec = models.get_spec(name)
-    model = models.create(name)
-    shape = (1, spec.input_size, spec.input_size, spec.in_channels)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
-
-
-def _structure_mismatch(name: str, shapes: dict) -> list:
-    """What ``convert.from_torch`` would reject, from key -> shape alone (no arrays built)."""
-    abstract = _abstract_variables(name)
-    target = {(c,) + p: v.shape for c, tree in abstract.items() for p, v in convert._flatten(tree).items()}
-    prefix, filled, bad = models.get_spec(name).torch_prefix, set(), []
-    for key, shape in shapes.items():
-        parts = key[len(prefix):].split(".") if key.startswith(prefix) else None
-        if parts is None:
-            bad.append(f"unexpected {key}")
-            continue
-        if parts[-1] == "num_batches_tracked":
-            continue
-        hit = next((f for f in ((c,) + p for c, p in convert._candidates(parts)) if f in target), None)
-        if hit is None:
-            if parts[-1] != "running_mean":
-                bad.append(f"unexpected {key}")
-            continue
-        zeros = np.broadcast_to(np.float32(0), shape)  # a view: no memory for big kernels
-        if convert._to_flax_array(zeros, hit[1:], target[hit]) is None:
-            bad.append(f"mis-shaped {key} {shape} vs {target[hit]}")
-        filled.add(hit)
-    bad += [f"missing {'/'.join(k)}" for k in target if k not in filled]
-    return bad
-
-
-def _param_count(name: str) -> int:
-    return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(_abstract_variables(name)["params"]))
-
-
-def _read_listing(path: pathlib.Path) -> dict:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, shape, _ = line.split("\t")
-            out[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return out
-
-
 @pytest.mark.parametrize("name", models.list_models(family="densenet"))
 def test_registered_model_matches_reference(name):
     """Every registered DenseNet: parameter count and key-by-key shapes of the reference."""
@@ -140,26 +82,26 @@ def test_registered_model_matches_reference(name):
         ref = _torch_reference(name)
     ref_count = sum(p.numel() for p in ref.parameters())
     assert spec.params == ref_count
-    assert _param_count(name) == ref_count
-    shapes = {k: tuple(v.shape) for k, v in _torch_state_dict(name, ref).items()}
-    assert _structure_mismatch(name, shapes) == []
+    assert param_count(name) == ref_count
+    shapes = {k: tuple(v.shape) for k, v in torch_state_dict(name, ref).items()}
+    assert structure_mismatch(name, shapes) == []
     assert spec.family == "densenet" and spec.in_channels == (3 if spec.version == "standard" else 6)
 
 
 def test_v1_emulation_matches_v1_state_dict():
     """The original v1 DenseNet-121's keys/shapes equal our v1 reference and our variables."""
-    listing = _read_listing(DATA / "v1_densenet121_state_dict.txt")
+    listing = read_listing(DATA / "v1_densenet121_state_dict.txt")
     with torch.device("meta"):
         ref = _torch_reference("v1_densenet121", **{})
-    ours = {k: tuple(v.shape) for k, v in _torch_state_dict("v1_densenet121", ref).items()}
+    ours = {k: tuple(v.shape) for k, v in torch_state_dict("v1_densenet121", ref).items()}
     assert ours == listing
-    assert _structure_mismatch("v1_densenet121", listing) == []
+    assert structure_mismatch("v1_densenet121", listing) == []
 
 
 def test_structure_check_can_fail():
-    shapes = _read_listing(DATA / "v1_densenet121_state_dict.txt")
+    shapes = read_listing(DATA / "v1_densenet121_state_dict.txt")
     shapes["0.classifier.linear.weight"] = (1000, 1024, 1, 1)  # MaxOut 2 would need 2000
-    assert any("classifier" in b for b in _structure_mismatch("v1_densenet121", shapes))
+    assert any("classifier" in b for b in structure_mismatch("v1_densenet121", shapes))
 
 
 def test_registry_fields():
@@ -177,7 +119,7 @@ def test_registry_fields():
 def _explain_parity(name: str, tmodel, x: np.ndarray, targets, **arch):
     tmodel.eval()
     randomize_norm_stats(tmodel)
-    variables = convert.from_torch(name, _torch_state_dict(name, tmodel), **arch)
+    variables = convert.from_torch(name, torch_state_dict(name, tmodel), **arch)
     model = models.create(name, **arch)
     logits_t, w_t, _ = torch_explain(tmodel, x, targets)
     e = jax.jit(lambda v, inp, t: explain(model, v, inp, t))(variables, jnp.asarray(x), jnp.asarray(targets))
@@ -192,20 +134,20 @@ def _explain_parity(name: str, tmodel, x: np.ndarray, targets, **arch):
 
 def test_v2_imagenet_parity():
     tm = _torch_reference("densenet121", **SMALL)
-    _, _, e = _explain_parity("densenet121", tm, _image(2, 32), np.array([3, 7]), **SMALL)
+    _, _, e = _explain_parity("densenet121", tm, encoded_image(2, 32), np.array([3, 7]), **SMALL)
     np.testing.assert_allclose(e.bias, -math.log(9), atol=1e-5)
 
 
 def test_v2_cifar_parity():
     tm = _torch_reference("cifar10_densenet52", **SMALL_CIFAR)
-    x = _image(2, 16, seed=1)
+    x = encoded_image(2, 16, seed=1)
     _, _, e = _explain_parity("cifar10_densenet52", tm, x, np.array([0, 9]), **SMALL_CIFAR)
     np.testing.assert_allclose(e.bias, -math.log(9), atol=1e-5)
 
 
 def test_v1_parity():
     tm = _torch_reference("v1_densenet121", **SMALL)
-    _, _, e = _explain_parity("v1_densenet121", tm, _image(2, 32, seed=2), np.array([5, 1]), **SMALL)
+    _, _, e = _explain_parity("v1_densenet121", tm, encoded_image(2, 32, seed=2), np.array([5, 1]), **SMALL)
     # Logits are pooled / 1e-3: the bias is recovered up to float32 rounding of the logits.
     tol = 1e-5 * float(np.max(np.abs(e.logits)))
     np.testing.assert_allclose(e.bias, V1_BIAS, atol=max(tol, 1e-5))
@@ -230,7 +172,7 @@ def test_v2_train_mode_matches_reference():
     randomize_norm_stats(tm)
     variables = convert.from_torch("densenet121", tm.state_dict(), **SMALL)
     model = models.create("densenet121", **SMALL)
-    x = _image(4, 32, seed=4)
+    x = encoded_image(4, 32, seed=4)
     tm.train()
     ref = tm(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy()
     out, state = jax.jit(lambda v, inp: model.apply(v, inp, train=True, mutable=["batch_stats"]))(

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.zoo_helpers import encoded_image, param_count, read_listing, structure_mismatch, torch_state_dict
 from tests.torch_ref import randomize_norm_stats, rel_err, torch_explain
 
 import bcos.models.pretrained as bcos_pretrained  # noqa: E402
@@ -106,65 +107,6 @@ def _narrow_torchvision(batch_norm: bool, cfg=CFG, width=WIDTH, num_classes=10, 
     return ref
 
 
-def _torch_state_dict(name: str, model) -> dict:
-    prefix = models.get_spec(name).torch_prefix
-    return {prefix + k: v for k, v in model.state_dict().items()}
-
-
-def _image(n: int, size: int, seed: int = 0) -> np.ndarray:
-    x = np.random.RandomState(seed).rand(n, size, size, 3).astype(np.float32)
-    return np.concatenate([x, 1.0 - x], axis=-1)
-
-
-# ---------------------------------------------------------------------- structure checks
-
-
-@functools.lru_cache(maxsize=None)
-def _abstract_variables(name: str):
-    spec = models.get_spec(name)
-    model = models.create(name)
-    shape = (1, spec.input_size, spec.input_size, spec.in_channels)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
-
-
-def _structure_mismatch(name: str, shapes: dict) -> list:
-    """What ``convert.from_torch`` would reject, from key -> shape alone (no arrays built)."""
-    abstract = _abstract_variables(name)
-    target = {(c,) + p: v.shape for c, tree in abstract.items() for p, v in convert._flatten(tree).items()}
-    prefix, filled, bad = models.get_spec(name).torch_prefix, set(), []
-    for key, shape in shapes.items():
-        parts = key[len(prefix):].split(".") if key.startswith(prefix) else None
-        if parts is None:
-            bad.append(f"unexpected {key}")
-            continue
-        if parts[-1] == "num_batches_tracked":
-            continue
-        hit = next((f for f in ((c,) + p for c, p in convert._candidates(parts)) if f in target), None)
-        if hit is None:
-            if parts[-1] != "running_mean":
-                bad.append(f"unexpected {key}")
-            continue
-        zeros = np.broadcast_to(np.float32(0), shape)  # a view: no memory for big kernels
-        if convert._to_flax_array(zeros, hit[1:], target[hit]) is None:
-            bad.append(f"mis-shaped {key} {shape} vs {target[hit]}")
-        filled.add(hit)
-    bad += [f"missing {'/'.join(k)}" for k in target if k not in filled]
-    return bad
-
-
-def _param_count(name: str) -> int:
-    return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(_abstract_variables(name)["params"]))
-
-
-def _read_listing(path: pathlib.Path) -> dict:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, shape, _ = line.split("\t")
-            out[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return out
-
-
 @pytest.mark.parametrize("name", models.list_models(family="vgg"))
 def test_registered_model_matches_reference(name):
     """Every registered VGG: parameter count and key-by-key shapes of the reference."""
@@ -174,22 +116,22 @@ def test_registered_model_matches_reference(name):
         ref = _torch_reference(name)
     ref_count = sum(p.numel() for p in ref.parameters())
     assert spec.params == ref_count
-    assert _param_count(name) == ref_count
-    shapes = {k: tuple(v.shape) for k, v in _torch_state_dict(name, ref).items()}
-    assert _structure_mismatch(name, shapes) == []
+    assert param_count(name) == ref_count
+    shapes = {k: tuple(v.shape) for k, v in torch_state_dict(name, ref).items()}
+    assert structure_mismatch(name, shapes) == []
     assert spec.family == "vgg" and spec.in_channels == (3 if spec.version == "standard" else 6)
 
 
 def test_v1_emulation_matches_v1_state_dict():
     """The original v1 VGG-11's keys/shapes equal our v1 reference and our variables."""
-    listing = _read_listing(DATA / "v1_vgg11_state_dict.txt")
+    listing = read_listing(DATA / "v1_vgg11_state_dict.txt")
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         ref = _torch_reference("v1_vgg11")
-    assert {k: tuple(v.shape) for k, v in _torch_state_dict("v1_vgg11", ref).items()} == listing
-    assert _structure_mismatch("v1_vgg11", listing) == []
+    assert {k: tuple(v.shape) for k, v in torch_state_dict("v1_vgg11", ref).items()} == listing
+    assert structure_mismatch("v1_vgg11", listing) == []
     # The v2 layout (a norm slot after every conv) must not fit v1 weights.
-    assert _structure_mismatch("vgg11", {k[2:]: v for k, v in listing.items()}) != []
+    assert structure_mismatch("vgg11", {k[2:]: v for k, v in listing.items()}) != []
 
 
 def test_registry_fields():
@@ -207,7 +149,7 @@ def test_registry_fields():
 def _explain_parity(name: str, tmodel, x: np.ndarray, targets, **overrides):
     tmodel.eval()
     randomize_norm_stats(tmodel)
-    variables = convert.from_torch(name, _torch_state_dict(name, tmodel), **overrides)
+    variables = convert.from_torch(name, torch_state_dict(name, tmodel), **overrides)
     model = models.create(name, **overrides)
     logits_t, w_t, _ = torch_explain(tmodel, x, targets)
     e = jax.jit(lambda v, inp, t: explain(model, v, inp, t))(variables, jnp.asarray(x), jnp.asarray(targets))
@@ -221,14 +163,14 @@ def _explain_parity(name: str, tmodel, x: np.ndarray, targets, **overrides):
 
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bnu"])
 def test_v2_parity(name):
-    e = _explain_parity(name, _narrow_bcos_reference(name), _image(2, 32), np.array([2, 8]), **NARROW)
+    e = _explain_parity(name, _narrow_bcos_reference(name), encoded_image(2, 32), np.array([2, 8]), **NARROW)
     np.testing.assert_allclose(e.bias, -math.log(9), atol=1e-5)
 
 
 def test_v1_parity():
     # 48 px: a 6×6 map reaches the 7×7 classifier conv, so its padding is exercised.
     ref = _narrow_bcos_reference("v1_vgg11")
-    e = _explain_parity("v1_vgg11", ref, _image(2, 48, seed=1), np.array([4, 0]), **NARROW)
+    e = _explain_parity("v1_vgg11", ref, encoded_image(2, 48, seed=1), np.array([4, 0]), **NARROW)
     tol = 1e-5 * float(np.max(np.abs(e.logits)))
     np.testing.assert_allclose(e.bias, V1_BIAS, atol=max(tol, 1e-5))
 

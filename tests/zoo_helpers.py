@@ -1,0 +1,67 @@
+"""Zoo test helpers shared by the model-family tests: state_dict keys, listings, shapes."""
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bcos_jax import convert, models
+
+
+def torch_state_dict(name: str, model) -> dict:
+    prefix = models.get_spec(name).torch_prefix
+    return {prefix + k: v for k, v in model.state_dict().items()}
+
+
+def encoded_image(n: int, size: int, seed: int = 0) -> np.ndarray:
+    x = np.random.RandomState(seed).rand(n, size, size, 3).astype(np.float32)
+    return np.concatenate([x, 1.0 - x], axis=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def abstract_variables(name: str):
+    spec = models.get_spec(name)
+    model = models.create(name)
+    shape = (1, spec.input_size, spec.input_size, spec.in_channels)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+
+
+def structure_mismatch(name: str, shapes: dict) -> list:
+    """What ``convert.from_torch`` would reject, from key -> shape alone (no arrays built)."""
+    abstract = abstract_variables(name)
+    target = {(c,) + p: v.shape for c, tree in abstract.items() for p, v in convert._flatten(tree).items()}
+    prefix, filled, bad = models.get_spec(name).torch_prefix, set(), []
+    for key, shape in shapes.items():
+        parts = key[len(prefix):].split(".") if key.startswith(prefix) else None
+        if parts is None:
+            bad.append(f"unexpected {key}")
+            continue
+        if parts[-1] == "num_batches_tracked":
+            continue
+        hit = next((f for f in ((c,) + p for c, p in convert._candidates(parts)) if f in target), None)
+        if hit is None:
+            if parts[-1] != "running_mean":
+                bad.append(f"unexpected {key}")
+            continue
+        zeros = np.broadcast_to(np.float32(0), shape)  # a view: no memory for big kernels
+        if convert._to_flax_array(zeros, hit[1:], target[hit]) is None:
+            bad.append(f"mis-shaped {key} {shape} vs {target[hit]}")
+        filled.add(hit)
+    bad += [f"missing {'/'.join(k)}" for k in target if k not in filled]
+    return bad
+
+
+def param_count(name: str) -> int:
+    return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(abstract_variables(name)["params"]))
+
+
+def read_listing(path: pathlib.Path) -> dict:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, shape, _ = line.split("\t")
+            out[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    return out
