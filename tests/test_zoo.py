@@ -1,7 +1,6 @@
 """The model zoo as a whole: names, published figures, conversion errors, untrusted files, CLI."""
 import inspect
 import json
-import os
 import pickle
 
 import jax
