@@ -68,30 +68,30 @@ def test_unknown_model_suggests_close_names():
 # --------------------------------------------------------------------------------------
 # conversion: errors that name keys, untrusted files, safetensors, checkpoints, CLI
 # --------------------------------------------------------------------------------------
-NAME = "cifar10_densenet52"
+NAME = "cifar10_resnet20"
 
 
 @pytest.fixture(scope="module")
 def reference():
     torch.manual_seed(0)
-    ref = bcos.models.densenet.cifar10_densenet52(num_classes=10)
+    ref = bcos.models.resnet.cifar10_resnet20(num_classes=10)
     randomize_norm_stats(ref)
     return ref.eval()
 
 
 def test_conversion_errors_name_the_offending_keys(reference):
     sd = dict(reference.state_dict())
-    first = "features.conv0.linear.weight"
+    first = "conv1.linear.weight"
     assert first in sd
     removed = sd.pop(first)
-    sd["features.bogus.linear.weight"] = removed
-    norm_key = next(k for k in sd if k.endswith("norm5.weight"))
+    sd["bogus.linear.weight"] = removed
+    norm_key = "layer3.2.bn2.weight"
     sd[norm_key] = torch.ones(3)
     with pytest.raises(convert.ConversionError) as err:
         convert.from_torch(NAME, sd)
     msg = str(err.value)
-    assert "features/conv0/kernel" in msg and "missing" in msg
-    assert "features.bogus.linear.weight" in msg and "unexpected" in msg
+    assert "params/conv1/kernel" in msg and "missing" in msg
+    assert "bogus.linear.weight" in msg and "unexpected" in msg
     assert norm_key in msg and "mis-shaped" in msg
     assert err.value.missing and err.value.unexpected and err.value.misshaped
 
