@@ -1,5 +1,5 @@
 # Two entry points, both self-contained on a fresh machine (Python 3.10+ with venv):
-#   make quickstart   set up .venv and run the offline demo / quickstart
+#   make quickstart   set up .venv and train the offline quickstart (runs/quickstart)
 #   make test         set up .venv (with the PyTorch reference) and run the test suite
 PY ?= python3
 VENV ?= .venv
@@ -25,7 +25,7 @@ test: $(VENV)/.test
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile tests
 
 quickstart: $(VENV)/.core
-	$(PYTHON) -m bcos_jax.demo --out runs/demo
+	$(PYTHON) train.py --config configs/quickstart.py --workdir runs/quickstart
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,15 @@
+"""Training pieces used by the top-level ``train.py`` (one job per module).
+
+* ``defaults``   — the config schema: every key train.py reads, with its default.
+* ``losses``     — BCE / uniform-off-labels BCE / softmax CE on dense targets, aux loss.
+* ``optim``      — learning-rate schedules of the reference recipes, unit-wise AGC, optimisers.
+* ``ema``        — the torchvision-recipe exponential moving average of the weights.
+* ``sharding``   — mesh from the config, parameter sharding rules, global batch assembly.
+* ``checkpoint`` — orbax checkpoints of the train state + data iterator; ``save_model`` /
+  ``load_checkpoint`` for trained models.
+* ``metrics``    — top-k counts, TensorBoard writer, progress bar, summary.json.
+* ``evaluate``   — sharded evaluation, explanation images, the localisation score.
+* ``aot``        — ahead-of-time compilation of the train step for TPU topologies.
+
+Nothing here imports ``train.py``; ``train.py`` is the one place where the pieces meet.
+"""
