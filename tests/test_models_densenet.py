@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.zoo_helpers import encoded_image, param_count, read_listing, structure_mismatch, torch_state_dict
-from tests.torch_ref import randomize_norm_stats, rel_err, torch_explain
+from tests.zoo_helpers import encoded_image, explain_parity, param_count, read_listing, structure_mismatch, torch_state_dict
+from tests.torch_ref import randomize_norm_stats, rel_err
 
 import bcos.models.densenet as bcos_densenet  # noqa: E402
 import bcos.models.pretrained as bcos_pretrained  # noqa: E402
@@ -28,7 +28,6 @@ import torchvision  # noqa: E402
 from bcos.modules import BcosConv2d, BcosConv2dWithScale, norms as tnorms  # noqa: E402
 
 from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.explain import explain  # noqa: E402
 from bcos_jax.models import densenet  # noqa: E402
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -116,38 +115,22 @@ def test_registry_fields():
 # ------------------------------------------------------------------------ numerical parity
 
 
-def _explain_parity(name: str, tmodel, x: np.ndarray, targets, **arch):
-    tmodel.eval()
-    randomize_norm_stats(tmodel)
-    variables = convert.from_torch(name, torch_state_dict(name, tmodel), **arch)
-    model = models.create(name, **arch)
-    logits_t, w_t, _ = torch_explain(tmodel, x, targets)
-    e = jax.jit(lambda v, inp, t: explain(model, v, inp, t))(variables, jnp.asarray(x), jnp.asarray(targets))
-    assert rel_err(e.logits, logits_t) <= 1e-4
-    assert rel_err(e.weights, w_t) <= 1e-3
-    # Completeness: a B-cos DenseNet is W(x)·x plus the constant logit bias only.
-    selected = np.take_along_axis(np.asarray(e.logits), np.asarray(targets)[:, None], 1)[:, 0]
-    total = np.asarray(e.contributions).sum((1, 2)) + e.bias
-    np.testing.assert_allclose(total, selected, rtol=1e-5, atol=1e-5)
-    return model, variables, e
-
-
 def test_v2_imagenet_parity():
     tm = _torch_reference("densenet121", **SMALL)
-    _, _, e = _explain_parity("densenet121", tm, encoded_image(2, 32), np.array([3, 7]), **SMALL)
+    _, _, e = explain_parity("densenet121", tm, encoded_image(2, 32), np.array([3, 7]), **SMALL)
     np.testing.assert_allclose(e.bias, -math.log(9), atol=1e-5)
 
 
 def test_v2_cifar_parity():
     tm = _torch_reference("cifar10_densenet52", **SMALL_CIFAR)
     x = encoded_image(2, 16, seed=1)
-    _, _, e = _explain_parity("cifar10_densenet52", tm, x, np.array([0, 9]), **SMALL_CIFAR)
+    _, _, e = explain_parity("cifar10_densenet52", tm, x, np.array([0, 9]), **SMALL_CIFAR)
     np.testing.assert_allclose(e.bias, -math.log(9), atol=1e-5)
 
 
 def test_v1_parity():
     tm = _torch_reference("v1_densenet121", **SMALL)
-    _, _, e = _explain_parity("v1_densenet121", tm, encoded_image(2, 32, seed=2), np.array([5, 1]), **SMALL)
+    _, _, e = explain_parity("v1_densenet121", tm, encoded_image(2, 32, seed=2), np.array([5, 1]), **SMALL)
     # Logits are pooled / 1e-3: the bias is recovered up to float32 rounding of the logits.
     tol = 1e-5 * float(np.max(np.abs(e.logits)))
     np.testing.assert_allclose(e.bias, V1_BIAS, atol=max(tol, 1e-5))

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.zoo_helpers import encoded_image, param_count, read_listing, structure_mismatch, torch_state_dict
-from tests.torch_ref import randomize_norm_stats, rel_err, torch_explain
+from tests.zoo_helpers import encoded_image, explain_parity, param_count, read_listing, structure_mismatch, torch_state_dict
+from tests.torch_ref import randomize_norm_stats, rel_err
 
 import bcos.models.pretrained as bcos_pretrained  # noqa: E402
 import bcos.models.vgg as bcos_vgg  # noqa: E402
@@ -29,7 +29,6 @@ import torchvision  # noqa: E402
 from bcos.modules import BcosConv2d, BcosConv2dWithScale, norms as tnorms  # noqa: E402
 
 from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.explain import explain  # noqa: E402
 from bcos_jax.models import vgg  # noqa: E402
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -146,31 +145,16 @@ def test_registry_fields():
 # ------------------------------------------------------------------------ numerical parity
 
 
-def _explain_parity(name: str, tmodel, x: np.ndarray, targets, **overrides):
-    tmodel.eval()
-    randomize_norm_stats(tmodel)
-    variables = convert.from_torch(name, torch_state_dict(name, tmodel), **overrides)
-    model = models.create(name, **overrides)
-    logits_t, w_t, _ = torch_explain(tmodel, x, targets)
-    e = jax.jit(lambda v, inp, t: explain(model, v, inp, t))(variables, jnp.asarray(x), jnp.asarray(targets))
-    assert rel_err(e.logits, logits_t) <= 1e-4
-    assert rel_err(e.weights, w_t) <= 1e-3
-    selected = np.take_along_axis(np.asarray(e.logits), np.asarray(targets)[:, None], 1)[:, 0]
-    total = np.asarray(e.contributions).sum((1, 2)) + e.bias
-    np.testing.assert_allclose(total, selected, rtol=1e-5, atol=1e-5)
-    return e
-
-
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bnu"])
 def test_v2_parity(name):
-    e = _explain_parity(name, _narrow_bcos_reference(name), encoded_image(2, 32), np.array([2, 8]), **NARROW)
+    _, _, e = explain_parity(name, _narrow_bcos_reference(name), encoded_image(2, 32), np.array([2, 8]), **NARROW)
     np.testing.assert_allclose(e.bias, -math.log(9), atol=1e-5)
 
 
 def test_v1_parity():
     # 48 px: a 6×6 map reaches the 7×7 classifier conv, so its padding is exercised.
     ref = _narrow_bcos_reference("v1_vgg11")
-    e = _explain_parity("v1_vgg11", ref, encoded_image(2, 48, seed=1), np.array([4, 0]), **NARROW)
+    _, _, e = explain_parity("v1_vgg11", ref, encoded_image(2, 48, seed=1), np.array([4, 0]), **NARROW)
     tol = 1e-5 * float(np.max(np.abs(e.logits)))
     np.testing.assert_allclose(e.bias, V1_BIAS, atol=max(tol, 1e-5))
 

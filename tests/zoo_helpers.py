@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcos_jax import convert, models
+from bcos_jax.explain import explain
+from tests.torch_ref import randomize_norm_stats, rel_err, torch_explain
 
 
 def torch_state_dict(name: str, model) -> dict:
@@ -65,3 +67,20 @@ def read_listing(path: pathlib.Path) -> dict:
             key, shape, _ = line.split("\t")
             out[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
     return out
+
+
+def explain_parity(name: str, tmodel, x: np.ndarray, targets, **arch):
+    """Convert ``tmodel``, compare logits (<= 1e-4) and W(x) (<= 1e-3) with the reference in
+    explanation mode and check completeness; returns (model, variables, explanation)."""
+    tmodel.eval()
+    randomize_norm_stats(tmodel)
+    variables = convert.from_torch(name, torch_state_dict(name, tmodel), **arch)
+    model = models.create(name, **arch)
+    logits_t, w_t, _ = torch_explain(tmodel, x, targets)
+    e = jax.jit(lambda v, inp, t: explain(model, v, inp, t))(variables, jnp.asarray(x), jnp.asarray(targets))
+    assert rel_err(e.logits, logits_t) <= 1e-4
+    assert rel_err(e.weights, w_t) <= 1e-3
+    selected = np.take_along_axis(np.asarray(e.logits), np.asarray(targets)[:, None], 1)[:, 0]
+    total = np.asarray(e.contributions).sum((1, 2)) + e.bias
+    np.testing.assert_allclose(total, selected, rtol=1e-5, atol=1e-5)
+    return model, variables, e
