@@ -14,8 +14,9 @@ weight normalisation, ``sqrt(Σ_window Σ_c x² + 1e-6)`` as the conv patch norm
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -30,10 +31,12 @@ __all__ = [
     "BcosConv",
     "BcosDense",
     "LogitLayer",
+    "PRENORMALIZED",
     "add_inverse",
     "conv_padding",
     "dynamic_scale",
     "patch_norm",
+    "prenormalize",
     "v1_scale",
 ]
 
@@ -142,6 +145,46 @@ def dynamic_scale(lin: Array, norm: Array, b: float, explain: bool) -> Array:
     return jnp.power(jnp.abs(lin / norm) + 1e-6, b - 1)
 
 
+def _bcos_output(lin: Array, norm: Array, b: float, explain: bool) -> Array:
+    """``dynamic_scale(lin, norm, b, explain) * lin`` (``norm`` broadcasts against ``lin``)."""
+    if b != 2:
+        return dynamic_scale(lin, norm, b, explain) * lin
+    return _b2_output(lin, norm.astype(lin.dtype), explain)
+
+
+def _sum_to(x: Array, shape: Tuple[int, ...]) -> Array:
+    axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape)) if b == 1 and a != 1)
+    return jnp.sum(x, axis=axes, keepdims=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _b2_output(lin: Array, norm: Array, explain: bool) -> Array:
+    """B = 2: ``|lin| · lin / norm`` with a hand-written backward pass.
+
+    Autodiff differentiates ``|lin|`` through a sign select and keeps ``|lin| / norm`` as
+    well as ``lin``; this keeps only ``lin`` and ``norm`` and computes every cotangent in
+    one pass over ``g``:  ``∂/∂lin = 2|lin|/norm`` (``|lin|/norm`` in explanation mode,
+    where the scale is a constant) and ``∂/∂norm = -Σ g·|lin|·lin / norm²`` (0 when
+    explaining). Same values as ``dynamic_scale(lin, norm, 2, explain) * lin``.
+    """
+    return jnp.abs(lin) / norm * lin
+
+
+def _b2_output_fwd(lin, norm, explain):
+    return _b2_output(lin, norm, explain), (lin, norm)
+
+
+def _b2_output_bwd(explain, res, g):
+    lin, norm = res
+    scaled = g * (jnp.abs(lin) / norm)
+    if explain:
+        return scaled, jnp.zeros_like(norm)
+    return 2 * scaled, -_sum_to(scaled * lin, norm.shape) / norm
+
+
+_b2_output.defvjp(_b2_output_fwd, _b2_output_bwd)
+
+
 def _max_out(lin: Array, features: int, max_out: int) -> Array:
     # Output j is the max over linear units j*M + m (consecutive units), as the reference.
     if max_out == 1:
@@ -152,6 +195,233 @@ def _max_out(lin: Array, features: int, max_out: int) -> Array:
 def _unit_norm(kernel: Array, axes: Tuple[int, ...]) -> Array:
     # No epsilon: the reference divides by the plain L2 norm (an all-zero filter is a bug).
     return kernel / jnp.sqrt(jnp.sum(jnp.square(kernel), axis=axes, keepdims=True))
+
+
+#: Variable collection of kernels normalised ahead of time (see ``prenormalize``).
+PRENORMALIZED = "bcos_prenormalized"
+
+
+def _normalised_kernel(module: nn.Module, shape: Tuple[int, ...]) -> Array:
+    """ŵ: the ``kernel`` parameter normalised over all but its last (output) axis.
+
+    Taken as is from the ``PRENORMALIZED`` collection when ``prenormalize`` put it there.
+    """
+    if module.has_variable(PRENORMALIZED, "kernel"):
+        w = module.get_variable(PRENORMALIZED, "kernel")
+        if w.shape != shape:
+            raise ValueError(f"{PRENORMALIZED} kernel of {module.path} has shape {w.shape}, expected {shape}")
+        return w
+    kernel = module.param("kernel", module.kernel_init, shape, module.param_dtype)
+    return _unit_norm(kernel, tuple(range(len(shape) - 1)))
+
+
+def prenormalize(model: nn.Module, variables: Any, *args: Any, **kwargs: Any) -> Any:
+    """Variables for inference with every B-cos kernel normalised once, ahead of time.
+
+    ``model.apply(prenormalize(model, variables, x), x)`` equals ``model.apply(variables, x)``
+    (to float rounding) but skips the per-call weight normalisation ``w / ‖w‖`` of every
+    ``BcosConv``/``BcosDense``: their ``kernel`` moves from ``'params'`` to the
+    ``PRENORMALIZED`` collection, already divided by its norm. For evaluation, explanation
+    (``bcos_jax.explain``) and serving; not for training (the kernels are no longer params).
+
+    Args:
+      model: the Flax module.
+      variables: its variables (``{'params': ..., 'batch_stats': ...}``).
+      *args, **kwargs: an example call of ``model.apply(variables, *args, **kwargs)``
+        (only shapes matter, arrays or ``jax.ShapeDtypeStruct``); it is traced abstractly
+        to find which modules are B-cos layers.
+    """
+    paths = set()
+
+    def record(next_fun, a, kw, context):
+        if context.method_name == "__call__" and isinstance(context.module, (BcosConv, BcosDense)):
+            paths.add(tuple(context.module.path))
+        return next_fun(*a, **kw)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v, *a: model.apply(v, *a, **kwargs), variables, *args)
+
+    def copy(tree):
+        return {k: copy(v) for k, v in tree.items()} if isinstance(tree, Mapping) else tree
+
+    params = copy(variables["params"])
+    pre = copy(variables.get(PRENORMALIZED, {}))
+    for path in sorted(paths):
+        node, dst = params, pre
+        for name in path:
+            node = node[name]
+            dst = dst.setdefault(name, {})
+        if "kernel" in node:  # absent if this variables tree was prenormalised already
+            kernel = node.pop("kernel")
+            dst["kernel"] = _unit_norm(kernel, tuple(range(kernel.ndim - 1)))
+    return {**variables, "params": params, PRENORMALIZED: pre}
+
+
+def _is_pointwise(w: Array, padding, groups: int) -> bool:
+    """A 1x1 kernel without padding or groups: the conv is a matmul over channels."""
+    return w.shape[0] == 1 and w.shape[1] == 1 and groups == 1 and padding == ((0, 0), (0, 0))
+
+
+def _matmul(x: Array, w: Array) -> Array:
+    # [..., Cin] x [Cin, Cout] -> [..., Cout]
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+@jax.custom_vjp
+def _pointwise(x: Array, w: Array) -> Array:
+    """``x @ w`` over the last axis, with a backward pass laid out for XLA:CPU.
+
+    Same values and gradients as autodiff of ``_matmul``; two measured differences in the
+    weight gradient ``dw = Σ_positions xᵀ g`` (benchmarks/README.md, profile_ops.py):
+
+    * it is one 2-D [P, Cin]ᵀ x [P, Cout] dot (P = all positions), 1.2-2.5x faster than the
+      ``dot_general`` contracting N, H and W that autodiff emits;
+    * ``g`` goes through ``optimization_barrier`` first. Otherwise XLA fuses the elementwise
+      backward of the next layers (dynamic scale, batch norm) into a transposed copy of
+      ``g`` for that dot: a loop fusion reading ~10 inputs in transposed order, 65-200 ms
+      per layer of ResNet-50/ViT-S. ``dx`` uses ``g`` directly, so an explanation (which
+      needs only ``dx``) compiles exactly as without this function.
+    """
+    return _matmul(x, w)
+
+
+def _pointwise_fwd(x, w):
+    return _matmul(x, w), (x, w)
+
+
+def _pointwise_bwd(res, g):
+    x, w = res
+    dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
+    gb = jax.lax.optimization_barrier(g)
+    dw = jax.lax.dot_general(
+        x.reshape(-1, x.shape[-1]), gb.reshape(-1, g.shape[-1]), (((0,), (0,)), ((), ()))
+    )
+    return dx, dw
+
+
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+def _lax_conv(x, w, strides, padding, dilation, groups):
+    return jax.lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=strides,
+        padding=padding,
+        rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+
+
+def _space_to_depth_transpose_pays(w: Array, strides, dilation, groups: int) -> bool:
+    """Whether ``_conv_input_grad_s2d`` should compute the input gradient of this conv.
+
+    Strided convs only. Their autodiff input gradient is a convolution over the input
+    dilated with zeros, which XLA:CPU runs on a slow generic path; the space-to-depth
+    form is a dense stride-1 conv, but on a kernel zero-padded to a multiple of the
+    stride. It wins when that padding wastes little: 7x7/2 stems (64/49 of the taps,
+    input gradient 2.4x faster, benchmarks/README.md), k x k / k patchify convs; not 3x3/2
+    (16/9 of the taps: measured no faster) or 1x1/2.
+    """
+    (kh, kw), (sh, sw) = w.shape[:2], strides
+    if groups != 1 or dilation != (1, 1) or (sh, sw) == (1, 1):
+        return False
+    waste = (-(-kh // sh) * sh * -(-kw // sw) * sw) / (kh * kw)
+    return waste <= 1.5
+
+
+def _conv_input_grad_s2d(g, w, x_shape, strides, padding):
+    """Input gradient of a strided conv as one stride-1 conv and a depth-to-space.
+
+    With ``k = s·kb + r`` the kernel taps split by phase ``r``; output position ``a`` of
+    phase ``r`` of the (padded) input receives ``Σ_kb g[a - kb] · w[s·kb + r]``, i.e. a full
+    stride-1 correlation of ``g`` with the flipped, phase-stacked kernel
+    ``[kb_h, kb_w, Cout, s_h·s_w·Cin]``, whose output channels are then moved back to
+    space. Exact (same products, summed in another order).
+    """
+    n, h, wd, c = x_shape
+    (kh, kw, _, o), (sh, sw) = w.shape, strides
+    bh, bw = -(-kh // sh), -(-kw // sw)
+    wp = jnp.pad(w, ((0, bh * sh - kh), (0, bw * sw - kw), (0, 0), (0, 0)))
+    wp = wp.reshape(bh, sh, bw, sw, c, o).transpose(0, 2, 5, 1, 3, 4).reshape(bh, bw, o, sh * sw * c)
+    z = jax.lax.conv_general_dilated(
+        g, wp[::-1, ::-1], (1, 1), ((bh - 1, bh - 1), (bw - 1, bw - 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    a, b = z.shape[1:3]
+    dx = z.reshape(n, a, b, sh, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, a * sh, b * sw, c)
+    (pt, _), (pl, _) = padding
+    dx = jnp.pad(dx, ((0, 0), (0, max(0, pt + h - a * sh)), (0, max(0, pl + wd - b * sw)), (0, 0)))
+    return dx[:, pt : pt + h, pl : pl + wd, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_s2d(x, w, strides, padding):
+    """``_lax_conv`` (groups 1, no dilation) whose input gradient is ``_conv_input_grad_s2d``."""
+    return _lax_conv(x, w, strides, padding, (1, 1), 1)
+
+
+def _conv_s2d_fwd(x, w, strides, padding):
+    return _lax_conv(x, w, strides, padding, (1, 1), 1), (x, w)
+
+
+def _conv_s2d_bwd(strides, padding, res, g):
+    x, w = res
+    dx = _conv_input_grad_s2d(g, w, x.shape, strides, padding)
+    (dw,) = jax.vjp(lambda w: _lax_conv(x, w, strides, padding, (1, 1), 1), w)[1](g)
+    return dx.astype(x.dtype), dw
+
+
+_conv_s2d.defvjp(_conv_s2d_fwd, _conv_s2d_bwd)
+
+
+def _conv(x, w, strides, padding, dilation, groups):
+    if _space_to_depth_transpose_pays(w, strides, dilation, groups):
+        return _conv_s2d(x, w, strides, padding)
+    return _lax_conv(x, w, strides, padding, dilation, groups)
+
+
+def _linear_and_norm(x, w, strides, padding, dilation, groups, need_norm):
+    """``(ŵᵀx, ‖patch‖)`` of every output position: [N, H', W', units], [N, H', W', G] (or None).
+
+    A 1x1 conv without padding (most convs of a bottleneck ResNet or a DenseNet) is computed
+    as ``dot_general`` on the strided input: the same numbers, but its weight gradient is one
+    [Cin, N·H'·W'] x [N·H'·W', Cout] matmul, where XLA:CPU's convolution-based filter
+    gradient is 3-7x slower (benchmarks/README.md). Its patch norm is the per-pixel channel
+    norm of that strided input (a 1x1 window sum is the value itself).
+    """
+    if _is_pointwise(w, padding, groups):
+        sh, sw = strides
+        xs = x if (sh, sw) == (1, 1) else x[:, ::sh, ::sw, :]
+        lin = _pointwise(xs, w.reshape(w.shape[2:]))
+        if not need_norm:
+            return lin, None
+        sq = jnp.sum(jnp.square(xs.astype(jnp.float32)), axis=-1, keepdims=True)
+        return lin, jnp.sqrt(sq + 1e-6)
+    lin = _conv(x, w, strides, padding, dilation, groups)
+    if not need_norm:
+        return lin, None
+    return lin, patch_norm(x, w.shape[:2], strides, padding, dilation, groups)
+
+
+def _conv_transform(x, w, *, strides, padding, dilation, groups, b, features, max_out, explain):
+    """``|cos(x, ŵ)|^(B-1) · ŵᵀx`` of every patch, MaxOut applied: [N, H', W', features]."""
+    lin, norm = _linear_and_norm(x, w, strides, padding, dilation, groups, b != 1)
+    lin = _max_out(lin, features, max_out)
+    if b == 1:
+        return lin
+    if groups == 1:
+        return _bcos_output(lin, norm, b, explain)
+    # Output channel o belongs to group o // (features / groups): view the channels as
+    # [G, features / G] and broadcast the [G, 1] norms (no repeat, no copy).
+    lg = lin.reshape(*lin.shape[:-1], groups, features // groups)
+    return _bcos_output(lg, norm[..., None], b, explain).reshape(lin.shape)
+
+
+def _maybe_remat(fn, remat: bool):
+    # Saves only the layer's inputs (x and ŵ) for the backward pass, which recomputes the
+    # conv, the patch norm and the dynamic scale from them.
+    return jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable) if remat else fn
 
 
 class BcosConv(nn.Module):
@@ -171,6 +441,11 @@ class BcosConv(nn.Module):
       max_out: number of linear units per output (MaxOut).
       scale: v1 output divisor; ``scale_fact`` computes it as ``v1_scale`` instead.
       dtype: computation dtype (None: from inputs); param_dtype: parameter dtype.
+      remat: rematerialise the layer in the backward pass (``jax.checkpoint``): only its
+        input is kept for the backward pass, which recomputes the conv, patch norm and
+        dynamic scale. Lowers the peak memory of a training step (with XLA:CPU only
+        together with the memory-optimising scheduler, see benchmarks/README.md), e.g.
+        ``models.create('resnet50', conv=functools.partial(BcosConv, remat=True))``.
     """
 
     features: int
@@ -186,6 +461,7 @@ class BcosConv(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Any = default_kernel_init
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: Array, explain: bool = False) -> Array:
@@ -205,27 +481,13 @@ class BcosConv(nn.Module):
         dilation = _pair(self.kernel_dilation, "kernel_dilation")
         padding = conv_padding(self.padding)
 
-        kernel = self.param("kernel", self.kernel_init, (*ks, cin // groups, units), self.param_dtype)
-        w = _unit_norm(kernel, (0, 1, 2))
+        w = _normalised_kernel(self, (*ks, cin // groups, units))
         x, w = promote_dtype(x, w, dtype=self.dtype)
-        lin = jax.lax.conv_general_dilated(
-            x,
-            w,
-            window_strides=strides,
-            padding=padding,
-            rhs_dilation=dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=groups,
+        transform = functools.partial(
+            _conv_transform, strides=strides, padding=padding, dilation=dilation, groups=groups,
+            b=self.b, features=self.features, max_out=self.max_out, explain=explain,
         )
-        lin = _max_out(lin, self.features, self.max_out)
-        if self.b == 1:
-            out = lin
-        else:
-            norm = patch_norm(x, ks, strides, padding, dilation, groups)
-            if groups > 1:
-                # Output channel o belongs to group o // (features / groups).
-                norm = jnp.repeat(norm, self.features // groups, axis=-1)
-            out = dynamic_scale(lin, norm, self.b, explain) * lin
+        out = _maybe_remat(transform, self.remat)(x, w)
         return self._apply_scale(out, ks, cin)
 
     def _apply_scale(self, out: Array, ks: Tuple[int, int], cin: int) -> Array:
@@ -242,6 +504,7 @@ class BcosDense(nn.Module):
     """B-cos linear layer: [..., Cin] -> [..., features]; ``kernel`` is ``[Cin, features * max_out]``.
 
     The input norm is ``‖x‖ + 1e-12`` (epsilon outside the sqrt, as the reference's BcosLinear).
+    ``remat``: as ``BcosConv.remat``.
     """
 
     features: int
@@ -250,20 +513,27 @@ class BcosDense(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: Array, explain: bool = False) -> Array:
         if self.max_out < 1:
             raise ValueError(f"max_out must be >= 1, got {self.max_out}")
         units = self.features * self.max_out
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], units), self.param_dtype)
-        w = _unit_norm(kernel, (0,))
+        w = _normalised_kernel(self, (x.shape[-1], units))
         x, w = promote_dtype(x, w, dtype=self.dtype)
-        lin = _max_out(jnp.matmul(x, w), self.features, self.max_out)
-        if self.b == 1:
-            return lin
-        norm = jnp.linalg.norm(x.astype(jnp.float32), axis=-1, keepdims=True) + 1e-12
-        return dynamic_scale(lin, norm, self.b, explain) * lin
+        transform = functools.partial(
+            _dense_transform, b=self.b, features=self.features, max_out=self.max_out, explain=explain
+        )
+        return _maybe_remat(transform, self.remat)(x, w)
+
+
+def _dense_transform(x, w, *, b, features, max_out, explain):
+    lin = _max_out(_pointwise(x, w), features, max_out)
+    if b == 1:
+        return lin
+    norm = jnp.linalg.norm(x.astype(jnp.float32), axis=-1, keepdims=True) + 1e-12
+    return _bcos_output(lin, norm, b, explain)
 
 
 class LogitLayer(nn.Module):

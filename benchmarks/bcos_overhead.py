@@ -3,9 +3,16 @@
     .venv/bin/python benchmarks/bcos_overhead.py [--batch 8 --size 224 --repeats 5] [--torch]
 
 Both models come from ``bcos_jax/models/resnet.py`` (B-cos conv + uncentred BN vs plain conv +
-BN + ReLU); forward (eval) and one Adam training step, jitted, float32. ``--torch`` also
-times the same pair in PyTorch (``bcos`` resnet50 vs torchvision resnet50) for reference.
-The ratio printed is B-cos time / standard time (1.0 = free).
+BN + ReLU); forward (eval) and one Adam training step (donated state), jitted, float32,
+timed alternately (B-cos, standard, B-cos, ...). The ratio printed is B-cos time / standard
+time (1.0 = free).
+
+``BcosConv`` computes its 1x1 convs as matmuls (``layers._linear_and_norm``), the standard
+model's ``StandardConv`` as XLA convolutions; so the standard model is timed twice: as it is
+in the zoo ("standard"), and with its convs lowered exactly like the B-cos ones ("standard,
+same lowering": ``SameLoweringConv`` below), which isolates the cost of the B-cos transform
+itself (patch norm, dynamic scale, weight normalisation) from the choice of kernel.
+``--torch`` also times the reference pair in PyTorch (``bcos`` resnet50 vs torchvision resnet50).
 """
 from __future__ import annotations
 
@@ -13,18 +20,37 @@ import argparse
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch on a shared machine, see compare_torch.py
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import fmt, timeit  # noqa: E402
-from bcos_jax import models  # noqa: E402
+from benchmarks.common import fmt, header, load, timeit_pair  # noqa: E402
+from bcos_jax import layers, models  # noqa: E402
+from bcos_jax.models.common import StandardConv  # noqa: E402
 
 
-def jax_times(name, x, labels, repeats, num_classes):
-    model = models.create(name, num_classes=num_classes)
+class SameLoweringConv(StandardConv):
+    """``StandardConv`` with the linear part computed exactly as ``BcosConv`` computes it."""
+
+    @nn.compact
+    def __call__(self, x, explain: bool = False):
+        del explain
+        ks = layers._pair(self.kernel_size, "kernel_size")
+        kernel = self.param("kernel", self.kernel_init, (*ks, x.shape[-1] // self.feature_group_count, self.features),
+                            self.param_dtype)
+        lin, _ = layers._linear_and_norm(
+            x, kernel, layers._pair(self.strides, "strides"), layers.conv_padding(self.padding),
+            layers._pair(self.kernel_dilation, "kernel_dilation"), self.feature_group_count, need_norm=False)
+        return lin
+
+
+def jax_fns(name, x, labels, num_classes, **overrides):
+    model = models.create(name, num_classes=num_classes, **overrides)
     variables = jax.jit(lambda: model.init(jax.random.key(0), x[:1], train=False))()
     fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
     tx = optax.adam(1e-3)
@@ -35,12 +61,12 @@ def jax_times(name, x, labels, repeats, num_classes):
         out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra), rngs={"dropout": jax.random.key(1)})
         return optax.sigmoid_binary_cross_entropy(out, targets).mean(), new
 
-    @jax.jit
     def step(p, o, extra, x):
         (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x)
         upd, o = tx.update(g, o, p)
         return optax.apply_updates(p, upd), o, new, loss
 
+    step = jax.jit(step, donate_argnums=(0, 1, 2))
     state = [params, tx.init(params), extra]
 
     def run_step():
@@ -48,10 +74,10 @@ def jax_times(name, x, labels, repeats, num_classes):
         jax.block_until_ready(loss)
         state[:] = [p, o, e]
 
-    return timeit(lambda: jax.block_until_ready(fwd(variables, x)), repeats), timeit(run_step, repeats)
+    return {"forward": lambda: jax.block_until_ready(fwd(variables, x)), "train_step": run_step}
 
 
-def torch_forward(x_nchw, repeats):
+def torch_fns(x_nchw):
     import bcos.models.pretrained as pretrained
     import torch
     import torchvision
@@ -61,11 +87,11 @@ def torch_forward(x_nchw, repeats):
         m.eval()
         xx = torch.from_numpy(x_nchw if label == "bcos" else np.ascontiguousarray(x_nchw[:, :3]))
 
-        def f():
+        def f(m=m, xx=xx):
             with torch.no_grad():
                 m(xx)
 
-        out[label] = timeit(f, repeats)
+        out[label] = f
     return out
 
 
@@ -75,21 +101,27 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--what", nargs="+", default=["forward", "train_step"], choices=["forward", "train_step"])
     ap.add_argument("--torch", action="store_true")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     img = rng.uniform(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
     x6 = jnp.asarray(np.concatenate([img, 1 - img], -1))
     labels = jnp.asarray(rng.integers(0, args.num_classes, args.batch))
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; batch {args.batch}, {args.size}², float32")
-    b_fwd, b_step = jax_times("resnet50", x6, labels, args.repeats, args.num_classes)
-    s_fwd, s_step = jax_times("standard_resnet50", jnp.asarray(img), labels, args.repeats, args.num_classes)
-    print(f"jax forward     bcos {fmt(b_fwd)}  standard {fmt(s_fwd)}  ratio x{b_fwd['median'] / s_fwd['median']:.2f}")
-    print(f"jax train step  bcos {fmt(b_step)}  standard {fmt(s_step)}  ratio x{b_step['median'] / s_step['median']:.2f}")
+    print(header())
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; batch {args.batch}, {args.size}², float32", flush=True)
+    bcos = jax_fns("resnet50", x6, labels, args.num_classes)
+    std = jax_fns("standard_resnet50", jnp.asarray(img), labels, args.num_classes)
+    same = jax_fns("standard_resnet50", jnp.asarray(img), labels, args.num_classes, conv=SameLoweringConv)
+    for k in args.what:
+        for label, other in (("standard", std), ("standard, same lowering", same)):
+            b, s = timeit_pair(bcos[k], other[k], args.repeats)
+            print(f"jax {k:<10} bcos {fmt(b)}  {label} {fmt(s)}  ratio x{b['median'] / s['median']:.2f}  ({load()})",
+                  flush=True)
     if args.torch:
-        t = torch_forward(np.ascontiguousarray(np.asarray(x6).transpose(0, 3, 1, 2)), args.repeats)
-        print(f"torch forward   bcos {fmt(t['bcos'])}  standard {fmt(t['standard'])}  "
-              f"ratio x{t['bcos']['median'] / t['standard']['median']:.2f}")
+        t = torch_fns(np.ascontiguousarray(np.asarray(x6).transpose(0, 3, 1, 2)))
+        b, s = timeit_pair(t["bcos"], t["standard"], args.repeats)
+        print(f"torch forward    bcos {fmt(b)}  standard {fmt(s)}  ratio x{b['median'] / s['median']:.2f}  ({load()})")
 
 
 if __name__ == "__main__":

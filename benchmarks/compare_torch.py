@@ -3,9 +3,18 @@
     .venv/bin/python benchmarks/compare_torch.py --models resnet50 densenet121 simple_vit_s_patch16_224
 
 For each model: eval forward, explanation (forward + one vjp of the predicted logits) and one
-training step (Adam, uniform-off-label BCE), batch 8 at 224² in float32 by default. Medians
-of ``--repeats`` runs after 2 warm-up runs; the speed-up is torch median / jax median.
-Both frameworks use all cores of the machine (torch: ``torch.get_num_threads()``).
+training step (Adam, uniform-off-label BCE), batch 8 at 224² in float32 by default. Both
+sides are built and warmed up first, then timed *alternately* (torch, jax, torch, jax, ...)
+so that load from other processes hits both alike; medians of ``--repeats`` runs after 2
+warm-up runs; the speed-up is torch median / jax median (> 1: bcos_jax is faster).
+Both frameworks use all cores of the machine (torch: ``torch.get_num_threads()``; XLA: its
+own thread pool). The JAX training step donates parameters, optimiser state and batch
+statistics (``donate_argnums``), as a training loop would.
+
+torch runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it: on a loaded
+machine, libgomp's default spin-waiting barriers make every torch op wait for a descheduled
+thread (ResNet-50 forward 6.6 s instead of 1.1 s at load 3.7, benchmarks/README.md), which
+would flatter bcos_jax. Unloaded, the policy makes no measurable difference.
 """
 from __future__ import annotations
 
@@ -13,17 +22,20 @@ import argparse
 import os
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (libgomp) is loaded
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import ratio_line, timeit  # noqa: E402
+from benchmarks.common import header, load, ratio_line, timeit_pair  # noqa: E402
 from bcos_jax import convert, explain_fn, models  # noqa: E402
 
 
-def torch_side(name, x_nchw, labels, num_classes, repeats):
+def torch_side(name, x_nchw, labels, num_classes):
+    """{measurement: zero-argument callable} for the reference model, and its state_dict."""
     import bcos.models.pretrained as pretrained
     import torch
     from bcos.modules.losses import UniformOffLabelsBCEWithLogitsLoss
@@ -57,11 +69,11 @@ def torch_side(name, x_nchw, labels, num_classes, repeats):
         loss.backward()
         opt.step()
 
-    res = {"forward": timeit(fwd, repeats), "explain": timeit(expl, repeats), "train_step": timeit(step, repeats)}
-    return res, model.state_dict()
+    return {"forward": fwd, "explain": expl, "train_step": step}, model.state_dict()
 
 
-def jax_side(name, state_dict, x_nhwc, labels, num_classes, repeats):
+def jax_side(name, state_dict, x_nhwc, labels, num_classes):
+    """{measurement: zero-argument callable (blocking)} for bcos_jax with the same weights."""
     model = models.create(name, num_classes=num_classes)
     variables = convert.from_torch(name, state_dict, num_classes=num_classes)
     x = jnp.asarray(x_nhwc)
@@ -69,9 +81,10 @@ def jax_side(name, state_dict, x_nhwc, labels, num_classes, repeats):
     expl = explain_fn(model)
 
     tx = optax.adam(1e-3)
-    params = variables["params"]
+    params = jax.tree.map(jnp.copy, variables["params"])
     opt_state = tx.init(params)
-    extra = {k: v for k, v in variables.items() if k != "params"}
+    extra = {k: jax.tree.map(jnp.copy, v) for k, v in variables.items() if k != "params"}
+    # UniformOffLabelsBCEWithLogitsLoss: targets 1 on the label, 1/C elsewhere; mean BCE.
     off = 1.0 / num_classes
     targets = jnp.maximum(jax.nn.one_hot(labels, num_classes), off)
 
@@ -79,12 +92,12 @@ def jax_side(name, state_dict, x_nhwc, labels, num_classes, repeats):
         out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra))
         return optax.sigmoid_binary_cross_entropy(out, targets).mean(), new
 
-    @jax.jit
-    def step(p, o, extra, x):
+    def _step(p, o, extra, x):
         (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x)
         upd, o = tx.update(g, o, p)
         return optax.apply_updates(p, upd), o, new, loss
 
+    step = jax.jit(_step, donate_argnums=(0, 1, 2))
     state = [params, opt_state, extra]
 
     def run_step():
@@ -93,15 +106,17 @@ def jax_side(name, state_dict, x_nhwc, labels, num_classes, repeats):
         state[:] = [p, o, e]
 
     return {
-        "forward": timeit(lambda: jax.block_until_ready(fwd_fn(variables, x)), repeats),
-        "explain": timeit(lambda: jax.block_until_ready(expl(variables, x)), repeats),
-        "train_step": timeit(run_step, repeats),
+        "forward": lambda: jax.block_until_ready(fwd_fn(variables, x)),
+        "explain": lambda: jax.block_until_ready(expl(variables, x)),
+        "train_step": run_step,
     }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["resnet50", "densenet121", "simple_vit_s_patch16_224"])
+    ap.add_argument("--what", nargs="+", default=["forward", "explain", "train_step"],
+                    choices=["forward", "explain", "train_step"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--num-classes", type=int, default=1000)
@@ -109,18 +124,20 @@ def main():
     args = ap.parse_args()
     import torch
 
+    print(header())
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} "
-          f"threads {torch.get_num_threads()}; batch {args.batch}, {args.size}², float32")
+          f"threads {torch.get_num_threads()} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; batch {args.batch}, {args.size}², float32", flush=True)
     rng = np.random.default_rng(0)
     img = rng.uniform(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
     x_nhwc = np.concatenate([img, 1 - img], -1)
     x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
     labels = rng.integers(0, args.num_classes, args.batch).astype(np.int32)
     for name in args.models:
-        t_res, sd = torch_side(name, x_nchw, labels, args.num_classes, args.repeats)
-        j_res = jax_side(name, sd, x_nhwc, labels, args.num_classes, args.repeats)
-        for k in ("forward", "explain", "train_step"):
-            print(ratio_line(f"{name} {k}", t_res[k], j_res[k]), flush=True)
+        t_fns, sd = torch_side(name, x_nchw, labels, args.num_classes)
+        j_fns = jax_side(name, sd, x_nhwc, labels, args.num_classes)
+        for k in args.what:
+            t_res, j_res = timeit_pair(t_fns[k], j_fns[k], args.repeats)
+            print(ratio_line(f"{name} {k}", t_res, j_res) + f"  ({load()})", flush=True)
 
 
 if __name__ == "__main__":

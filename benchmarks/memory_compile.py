@@ -6,6 +6,16 @@ Each measurement runs in a fresh subprocess: the peak resident set size (ru_maxr
 one Adam + BCE training step minus the resident size just before it (model, optimiser state
 and batch already allocated). For JAX the compiler's own figure (temporaries + arguments +
 outputs of the compiled step, ``memory_analysis``) and the compile time are printed too.
+
+JAX is measured in three configurations of the same step (``donate_argnums`` on params,
+optimiser state and batch statistics in all of them):
+
+* ``default``: as ``jax.jit`` compiles it;
+* ``mem-sched``: compiled with ``compiler_options={'xla_cpu_scheduler_type':
+  'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}`` (XLA:CPU's default scheduler does not try to
+  keep the live set small; this one does, at no measurable cost in speed);
+* ``mem-sched + remat``: also every B-cos layer rematerialised (``BcosConv(remat=True)`` /
+  ``BcosDense(remat=True)``, passed as the model's ``conv`` / ``linear`` factory).
 """
 from __future__ import annotations
 
@@ -16,14 +26,22 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 _JAX = r'''
-import json, resource, sys, time
+import functools, json, resource, sys, time
 import jax, jax.numpy as jnp, numpy as np, optax
-from bcos_jax import models
-name, batch, size, nc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-model = models.create(name, num_classes=nc)
-x = jnp.asarray(np.random.default_rng(0).uniform(size=(batch, size, size, 6)), jnp.float32)
+from bcos_jax import layers, models
+name, batch, size, nc, sched, remat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1"
+spec = models.get_spec(name)
+overrides = {}
+if remat:  # every B-cos layer of the model rematerialised
+    overrides = {"conv": functools.partial(layers.BcosConv, remat=True)}
+    if spec.family == "vit":
+        from bcos_jax.models.vit import bcos_linear
+        overrides["linear"] = functools.partial(bcos_linear, remat=True)
+model = models.create(name, num_classes=nc, **overrides)
+x = jnp.asarray(np.random.default_rng(0).uniform(size=(batch, size, size, spec.in_channels)), jnp.float32)
 y = jax.nn.one_hot(jnp.arange(batch) % nc, nc)
 v = jax.jit(lambda: model.init(jax.random.key(0), x[:1], train=False))()
 tx = optax.adam(1e-3)
@@ -37,14 +55,16 @@ def step(p, o, extra, x):
     u, o = tx.update(g, o, p)
     return optax.apply_updates(p, u), o, new, l
 t0 = time.perf_counter()
-compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(p, o, extra, x).compile()
+opts = {"xla_cpu_scheduler_type": sched} if sched != "default" else None
+compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(p, o, extra, x).compile(compiler_options=opts)
 compile_s = time.perf_counter() - t0
 ma = compiled.memory_analysis()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rss_now = int(open("/proc/self/statm").read().split()[1]) * 4096 // 1024
+t0 = time.perf_counter()
 p, o, extra, l = compiled(p, o, extra, x); jax.block_until_ready(l)
+step_s = time.perf_counter() - t0
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"compile_s": compile_s, "peak_step_mb": (after - rss_now) / 1024,
+print(json.dumps({"compile_s": compile_s, "step_s": step_s, "peak_step_mb": (after - rss_now) / 1024,
       "xla_temp_mb": ma.temp_size_in_bytes / 2**20, "xla_args_mb": ma.argument_size_in_bytes / 2**20,
       "xla_out_mb": ma.output_size_in_bytes / 2**20}))
 '''
@@ -67,7 +87,10 @@ print(json.dumps({"peak_step_mb": (after - rss_now) / 1024}))
 
 
 def run(code, *args):
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                         env=env)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -79,15 +102,27 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    from benchmarks.common import header
+
+    print(header())
     a = (args.model, args.batch, args.size, args.num_classes)
-    j = run(_JAX, *a)
-    t = run(_TORCH, *a)
-    print(f"{args.model} train step, batch {args.batch}, {args.size}²:")
-    print(f"  jax   compile {j['compile_s']:.1f}s; step peak RSS +{j['peak_step_mb']:.0f} MB; XLA temporaries "
-          f"{j['xla_temp_mb']:.0f} MB, arguments {j['xla_args_mb']:.0f} MB, outputs {j['xla_out_mb']:.0f} MB")
-    print(f"  torch step peak RSS +{t['peak_step_mb']:.0f} MB")
-    print(f"  memory ratio torch/jax x{t['peak_step_mb'] / max(j['peak_step_mb'], 1e-9):.2f}")
+    print(f"{args.model} train step, batch {args.batch}, {args.size}², float32:")
+    results = {}
+    for label, sched, remat in (("default", "default", 0),
+                                ("mem-sched", MEMORY_SCHEDULER["xla_cpu_scheduler_type"], 0),
+                                ("mem-sched + remat", MEMORY_SCHEDULER["xla_cpu_scheduler_type"], 1)):
+        j = results[label] = run(_JAX, *a, sched, remat)
+        print(f"  jax {label:<18} compile {j['compile_s']:5.1f}s; first step {j['step_s']:5.1f}s; step peak RSS "
+              f"+{j['peak_step_mb']:5.0f} MB; XLA temporaries {j['xla_temp_mb']:5.0f} MB, arguments "
+              f"{j['xla_args_mb']:.0f} MB, outputs {j['xla_out_mb']:.0f} MB", flush=True)
+    if not args.no_torch:
+        t = run(_TORCH, *a)
+        print(f"  torch                      step peak RSS +{t['peak_step_mb']:5.0f} MB")
+        for label, j in results.items():
+            print(f"  memory ratio torch / jax {label:<18} x{t['peak_step_mb'] / max(j['peak_step_mb'], 1e-9):.2f}")
 
 
 if __name__ == "__main__":
