@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from typing import Any, Dict
 
@@ -37,6 +38,7 @@ from ml_collections import config_flags
 from bcos_jax import data, models
 from bcos_jax.explain import logits_of
 from bcos_jax.training import checkpoint as ckpt_lib
+from bcos_jax.training import defaults as defaults_lib
 from bcos_jax.training import ema as ema_lib
 from bcos_jax.training import evaluate as eval_lib
 from bcos_jax.training import losses, optim, sharding
@@ -433,6 +435,34 @@ def aot_compile(config: ml_collections.ConfigDict, topology: str, num_slices: in
                                   global_batch=config.batch_size)
 
 
+def _flags_error(message: str) -> None:
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, but a bad --config is one line naming the problem and the fix
+    (exit status 1), not a traceback: a missing config file (close names suggested), a
+    failing get_config, an unknown --config.KEY (close keys suggested), an unknown model
+    or model override (``defaults_lib.check_command_line`` / ``check_model``)."""
+    try:
+        expanded = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
+    except flags.Error:
+        expanded = None  # absl reports a bad --flagfile itself below
+    if expanded is not None:
+        try:
+            defaults_lib.check_command_line(expanded)
+        except ValueError as e:
+            _flags_error(str(e))
+    rest = app.parse_flags_with_usage(argv)
+    if flags.FLAGS["config"].present:
+        try:
+            defaults_lib.check_model(flags.FLAGS.config)
+        except ValueError as e:
+            _flags_error(str(e))
+    return rest
+
+
 def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:
@@ -450,4 +480,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

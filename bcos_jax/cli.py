@@ -74,11 +74,11 @@ def load_image(path: str) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im.load()
+            im.load()  # decodes everything: a truncated file fails here, not later
             return np.asarray(im.convert("RGB"), np.uint8)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 

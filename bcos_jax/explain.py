@@ -97,6 +97,32 @@ def _unit_values(act: Array, position: Optional[Tuple[int, int]], layer: str) ->
     return act[:, i, j, :]
 
 
+def _check_input(x: Any) -> Array:
+    # Rank and dtype are static: checked always. Values only when x is concrete (an eager
+    # call): under jit/vmap/eval_shape x is a tracer and a check would need a host sync.
+    # The channel count is the model's to check (zoo models do, see models.common.check_input).
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        hint = "; for a single image add the batch axis: x[None]" if x.ndim == 3 else ""
+        raise ValueError(f"explain expects x as an NHWC batch [N, H, W, C], got shape {x.shape}{hint}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        hint = ""
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            hint = (
+                "; scale integer (uint8) images to floats in [0, 1] first (x / 255), then encode them "
+                "as the model expects (bcos_jax.add_inverse for a B-cos model)"
+            )
+        raise ValueError(f"explain expects a floating-point x, got dtype {x.dtype}{hint}")
+    if not isinstance(x, jax.core.Tracer) and x.is_fully_addressable:
+        bad = int(x.size - jnp.count_nonzero(jnp.isfinite(x)))
+        if bad:
+            raise ValueError(
+                f"explain got {bad} non-finite value(s) (NaN or inf) in x of shape {x.shape}; "
+                "the explanation and the logits would be NaN. Check how the images were loaded and encoded"
+            )
+    return x
+
+
 def explain(
     model: nn.Module,
     variables: Any,
@@ -125,12 +151,15 @@ def explain(
     Returns:
       An ``Explanation``. Pure and jittable (``jax.jit(explain, static_argnums=0)``, with
       ``layer``/``position`` static); works on sharded batches and under ``jax.vmap``.
+
+    Raises:
+      ValueError: ``x`` is not a floating-point NHWC batch (static: also under ``jit``);
+        eagerly (``x`` a concrete array, not a tracer) also when ``x`` holds NaN or inf. Under
+        ``jit``/``vmap`` (``explain_fn``) values are not checked, since that would need a
+        host sync: non-finite inputs then give NaN explanations. A zoo model raises its own
+        ValueError for the wrong number of channels (e.g. RGB without ``add_inverse``).
     """
-    x = jnp.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"explain expects an NHWC batch [N, H, W, C], got shape {x.shape}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"explain expects a floating-point input, got dtype {x.dtype}")
+    x = _check_input(x)
 
     if layer is None:
 

@@ -51,13 +51,41 @@ def add_inverse(x: Array, axis: int = -1) -> Array:
     The extra channels make black and white pixels equally "visible" to a B-cos layer (a
     zero pixel has no norm and could not contribute otherwise) and let the colour of an
     explanation be read back from W(x) (``visualize.gradient_to_image``).
+
+    Raises a ValueError for anything but 3 channels on ``axis``, for a non-float dtype (uint8
+    images must be scaled to [0, 1] first) and, when ``x`` is concrete (not a tracer under
+    ``jit``/``vmap``, where values are not checked), for values outside [0, 1] (a tolerance of
+    ``max(1e-6, 2 eps)`` of the dtype absorbs rounding) or NaN/inf: B-cos inputs are images
+    in [0, 1], never mean/std normalised.
     """
     x = jnp.asarray(x)
-    if x.shape[axis] != 3:
+    if x.ndim == 0 or not -x.ndim <= axis < x.ndim or x.shape[axis] != 3:
         raise ValueError(
             f"add_inverse expects 3 colour channels on axis {axis}, got shape {x.shape}; "
             "the B-cos input encoding is [r, g, b, 1-r, 1-g, 1-b]"
         )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(
+            f"add_inverse expects a float image in [0, 1], got dtype {x.dtype}; "
+            "scale integer (uint8) images first: add_inverse(x.astype(jnp.float32) / 255)"
+        )
+    if not isinstance(x, jax.core.Tracer) and x.is_fully_addressable and x.size:
+        finite = jnp.isfinite(x)
+        bad, lo, hi = jax.device_get(
+            (x.size - jnp.count_nonzero(finite), jnp.min(jnp.where(finite, x, 0)), jnp.max(jnp.where(finite, x, 0)))
+        )
+        if bad:
+            raise ValueError(
+                f"add_inverse got {int(bad)} non-finite value(s) (NaN or inf) in an image of shape {x.shape}; "
+                "B-cos inputs are images in [0, 1]"
+            )
+        tol = max(1e-6, 2 * float(jnp.finfo(x.dtype).eps))
+        if not (float(lo) >= -tol and float(hi) <= 1 + tol):
+            raise ValueError(
+                f"add_inverse expects an image in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                f"(shape {x.shape}); B-cos inputs are images in [0, 1], not mean/std normalised "
+                "(and not 0..255): pass the unnormalised image scaled to [0, 1]"
+            )
     return jnp.concatenate([x, 1.0 - x], axis=axis)
 
 
@@ -149,6 +177,11 @@ def _bcos_output(lin: Array, norm: Array, b: float, explain: bool) -> Array:
     """``dynamic_scale(lin, norm, b, explain) * lin`` (``norm`` broadcasts against ``lin``)."""
     if b != 2:
         return dynamic_scale(lin, norm, b, explain) * lin
+    if explain:
+        # A symbolic zero: autodiff then drops the whole norm branch (patch-norm window
+        # sums and their transposes) from the explanation's backward pass, which a zero
+        # cotangent array from the custom vjp would not.
+        norm = jax.lax.stop_gradient(norm)
     return _b2_output(lin, norm.astype(lin.dtype), explain)
 
 

@@ -1,11 +1,15 @@
 """Every recipe config builds its model (under jax.eval_shape) and takes one training step
 through the real input pipeline on ``tfds.testing.mock_data`` with a tiny model override."""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 from bcos_jax import models
-from training_helpers import get_config, train_module
+from training_helpers import ROOT, get_config, train_module
 
 RECIPES = [
     ("imagenet_bcos_final", a) for a in ("resnet18", "resnet50", "resnext50_32x4d", "densenet121", "vgg11_bnu")
@@ -40,3 +44,79 @@ def test_config_builds_its_model(name, arg):
     assert cfg.batch_size % cfg.grad_accum_steps == 0
     assert cfg.loss in ("bce", "uniform_off_labels_bce", "ce")
     assert cfg.data.add_inverse == (spec.in_channels == 6)
+
+
+# --------------------------------------------------------------------------------------
+# A bad --config is a one-line error naming the fix (no training, no parameters built).
+# --------------------------------------------------------------------------------------
+def _check(*args):
+    from bcos_jax.training import defaults
+
+    return defaults.check_command_line(["train.py", *args])
+
+
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.py")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.batch_sise=3", "unknown config key 'batch_sise'; did you mean 'batch_size'"),
+    ("--config.optimizer.lrr=1e-3", "unknown config key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+    ("--config.data.image_sise=8", "did you mean 'data.image_size'"),
+    ("--config.model.widht=(8,)", "did you mean 'model.widths'?"),
+    ("--config.model.foo=1", "config.model has: depth, widths (config.model holds models.create overrides"),
+    ("--config.zzzzzz=1", "unknown config key 'zzzzzz'; config has: aux_loss_weight, batch_size"),
+    ("--config.batch_size.x=1", "config.batch_size is 64 (of type int), not a dict"),
+])
+def test_unknown_override_key_suggests_the_close_one(override, message):
+    with pytest.raises(ValueError) as err:
+        _check("--config", QUICKSTART, override)
+    assert message in str(err.value) and override.split("=")[0] in str(err.value)
+
+
+def test_known_overrides_pass_the_check():
+    cfg = _check(f"--config={QUICKSTART}:ci", "--config.batch_size=16", "--config.optimizer.lr", "1e-3",
+                 "--noconfig.localisation", "--config.model.widths=(8, 16)", "--workdir", "/tmp/x")
+    assert cfg.data.num_train == 1024  # the file's values: the overrides are ml_collections' job
+
+
+def test_bad_config_file_or_argument():
+    with pytest.raises(ValueError, match=r"no config file '.*quikstart.py'; did you mean '.*quickstart.py'\?"):
+        _check("--config", os.path.join(ROOT, "configs", "quikstart.py"))
+    with pytest.raises(ValueError, match=r"no config file .*; config files in .*: cifar10_v1_9l.py, .*quickstart.py"):
+        _check("--config", os.path.join(ROOT, "configs", "zzzz.py"))
+    with pytest.raises(ValueError, match=r"get_config\('foo'\) of .*quickstart.py failed \(ValueError: quickstart takes"):
+        _check(f"--config={QUICKSTART}:foo")
+    assert _check("--workdir", "/tmp/x") is None  # no --config: absl reports the missing flag
+
+
+def test_unknown_model_or_model_setting_in_a_config():
+    from bcos_jax.training import defaults
+
+    cfg = get_config("quickstart")
+    cfg.model_name = "resnet_50"
+    with pytest.raises(ValueError, match=r"config.model_name: unknown model 'resnet_50'; did you mean resnet50"):
+        defaults.check_model(cfg)
+    cfg = get_config("quickstart")
+    cfg.model.widhts = (8,)
+    with pytest.raises(ValueError, match=r"config.model.widhts: model bcos_small_cnn has no such setting; "
+                                         r"did you mean 'config.model.widths'\?"):
+        defaults.check_model(cfg)
+    for name, arg in RECIPES:  # every recipe passes (builds modules only, no parameters)
+        defaults.check_model(get_config(name, arg))
+
+
+def test_train_py_reports_a_bad_config_in_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--config", QUICKSTART, "--config.batch_sise=3",
+         "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 1
+    assert "FATAL Flags parsing error: --config.batch_sise: unknown config key 'batch_sise'; " \
+           "did you mean 'batch_size'" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--config", QUICKSTART, "--config.model_name=resnet_50",
+         "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 1 and "config.model_name: unknown model 'resnet_50'" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -91,6 +92,28 @@ def parse_settings(items: List[str]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def _read_npz(path: str) -> Dict[str, Any]:
+    """Every array of an .npz file; a ValueError naming the file if it is missing, truncated or corrupt."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise ValueError(f"--dataset npz:{path}: no such file")
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not hasattr(f, "files"):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise ValueError(
+            f"--dataset npz:{path}: not a readable .npz archive ({type(e).__name__}: {e}); "
+            "the file may be truncated or not written by numpy.savez"
+        ) from None
+
+
 def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=None, limit: Optional[int] = None):
     """An ``EvalData`` from a ``--dataset`` string (see the module docstring)."""
     import numpy as np
@@ -112,12 +135,12 @@ def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=
     if kind == "npz":
         if not rest:
             raise ValueError("--dataset npz:PATH needs a path")
-        with np.load(rest) as f:
-            missing = {"images", "labels"} - set(f.files)
-            if missing:
-                raise ValueError(f"{rest}: missing arrays {sorted(missing)} (has {f.files})")
-            masks = f["masks"] if "masks" in f.files else None
-            return EvalData.from_arrays(f["images"], f["labels"], masks, num_classes, name=rest, limit=limit)
+        arrays = _read_npz(rest)
+        missing = {"images", "labels"} - set(arrays)
+        if missing:
+            raise ValueError(f"{rest}: missing arrays {sorted(missing)} (has {sorted(arrays)})")
+        return EvalData.from_arrays(arrays["images"], arrays["labels"], arrays.get("masks"), num_classes,
+                                    name=rest, limit=limit)
     if kind == "tfds":
         import tensorflow_datasets as tfds
 

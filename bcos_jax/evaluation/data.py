@@ -30,6 +30,27 @@ class _ArraySource:
         return ex
 
 
+def _check_image_values(images: np.ndarray, name: str) -> None:
+    """uint8 (0..255) or float in [0, 1], finite; anything else is a ValueError with the fix."""
+    if images.dtype == np.uint8:
+        return
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(
+            f"{name}: images must be uint8 (0..255) or float in [0, 1], got dtype {images.dtype}; "
+            "convert them with images.astype(np.uint8) or images / 255.0"
+        )
+    finite = np.isfinite(images)
+    if not finite.all():
+        raise ValueError(f"{name}: images contain {int(images.size - finite.sum())} non-finite value(s) (NaN or inf)")
+    if images.size:
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(
+                f"{name}: float images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+                "give unnormalised RGB (uint8, or float divided by 255), not mean/std normalised"
+            )
+
+
 @dataclasses.dataclass
 class EvalData:
     """An evaluation set.
@@ -71,6 +92,7 @@ class EvalData:
             raise ValueError(f"labels must be [M] with M={images.shape[0]}, got shape {labels.shape}")
         if masks is not None and np.asarray(masks).shape != images.shape[:3]:
             raise ValueError(f"masks must be [M, H, W] = {images.shape[:3]}, got {np.asarray(masks).shape}")
+        _check_image_values(images, name)
         k = int(labels.max()) + 1 if num_classes is None else num_classes
         return cls(_ArraySource(images, labels, None if masks is None else np.asarray(masks)), k, name, limit=limit)
 

@@ -7,6 +7,7 @@ input and is called as ``model.apply(variables, x, train=False, explain=False)``
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any, List
 
@@ -39,5 +40,16 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create(name: str, **overrides: Any) -> nn.Module:
-    """Build the Flax module of zoo model ``name`` (e.g. ``num_classes=10``, ``dtype=jnp.bfloat16``)."""
-    return get_spec(name).build(**overrides)
+    """Build the Flax module of zoo model ``name`` (e.g. ``num_classes=10``, ``dtype=jnp.bfloat16``).
+
+    The model checks its input (``models.common.check_input``): an NHWC float batch with
+    ``get_spec(name).in_channels`` channels, so RGB given to a B-cos model is a ValueError
+    that says to apply ``bcos_jax.add_inverse``. ``in_channels=C`` builds it for C channels
+    instead (e.g. 2 for ``[gray, 1 - gray]``), ``in_channels=None`` turns the check off.
+    """
+    spec = get_spec(name)
+    in_channels = overrides.pop("in_channels", spec.in_channels)
+    model = spec.build(**overrides)
+    if any(f.name == "in_channels" for f in dataclasses.fields(model)):  # every zoo model class
+        model = model.clone(in_channels=in_channels)
+    return model

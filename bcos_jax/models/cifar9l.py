@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 
 from bcos_jax.layers import BcosConv, LogitLayer
-from bcos_jax.models.common import global_avg_pool, spec
+from bcos_jax.models.common import check_input, global_avg_pool, spec
 
 Array = jax.Array
 
@@ -89,6 +89,9 @@ class CIFAR9L(nn.Module):
       logit_bias: added to every logit, log(0.1/0.9) in the reference.
       max_out: linear units per output channel.
       widths: output channels of the eight 3x3 layers.
+      in_channels: channels the input must have (checked with an error naming the fix,
+        e.g. ``add_inverse`` for RGB into a B-cos model); None: unchecked. ``models.create``
+        sets it from the spec.
     """
 
     num_classes: int = 10
@@ -99,9 +102,11 @@ class CIFAR9L(nn.Module):
     max_out: int = 2
     widths: Sequence[int] = _WIDTHS
     dtype: Any = None
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
+        check_input(x, self.in_channels, "CIFAR9L")
         del train  # no batch statistics or dropout
         scale, temperature = v1_cifar10_constants(self.b, self.scale, self.logit_temperature)
         features = (*self.widths, self.num_classes)

@@ -3,7 +3,9 @@
 Conventions every family follows:
 
 * NHWC input; B-cos models take the 6-channel encoding ``[x, 1-x]`` (``layers.add_inverse``),
-  standard models 3 channels normalised with the ImageNet mean/std.
+  standard models 3 channels normalised with the ImageNet mean/std. Every model's
+  ``__call__`` starts with ``check_input`` (rank, float dtype, ``in_channels``), so a wrong
+  input is a ValueError naming the fix instead of a parameter-shape error deep inside Flax.
 * ``model.apply(variables, x, train=False, explain=False)`` -> logits [N, C]; training mode
   needs ``mutable=['batch_stats']`` where the model has batch statistics, and an rng
   stream ``'dropout'`` where it has stochastic depth.
@@ -33,6 +35,7 @@ __all__ = [
     "StandardDense",
     "StochasticDepth",
     "avg_pool",
+    "check_input",
     "global_avg_pool",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -73,6 +76,39 @@ class ModelSpec:
     torch_prefix: str = ""
     weights_url: Optional[str] = None
     notes: str = ""
+
+
+def check_input(x: Any, in_channels: Optional[int], model: str) -> None:
+    """Refuse an input ``model`` cannot take with a ValueError that names the problem and the fix.
+
+    Called first thing in every zoo model's ``__call__`` (``model`` is the class name for the
+    message). Only static properties are checked (rank, dtype, channels), so it works the
+    same eagerly, under ``jit``/``vmap``/``eval_shape`` and at ``init``. ``in_channels`` None
+    (a model class built directly, not by ``models.create``) skips the channel check.
+    """
+    shape = tuple(getattr(x, "shape", ()))
+    dtype = getattr(x, "dtype", None)
+    if len(shape) != 4:
+        hint = "; for a single image add the batch axis: x[None]" if len(shape) == 3 else ""
+        raise ValueError(f"{model} expects an NHWC batch [N, H, W, C], got an input of shape {shape}{hint}")
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        hint = ""
+        if dtype is not None and jnp.issubdtype(dtype, jnp.integer):
+            hint = "; scale integer (uint8) images to floats in [0, 1] first: x.astype(jnp.float32) / 255"
+        raise ValueError(f"{model} expects a floating-point input, got dtype {dtype}{hint}")
+    c = shape[-1]
+    if in_channels is None or c == in_channels:
+        return
+    if in_channels == 6 and c == 3:
+        fix = (
+            "a B-cos model takes the 6-channel encoding [r, g, b, 1-r, 1-g, 1-b] of an image in [0, 1]: "
+            "pass bcos_jax.add_inverse(x) (bcos_jax.layers.add_inverse) of the RGB batch, not x itself"
+        )
+    elif in_channels == 3 and c == 6:
+        fix = "a standard model takes 3-channel ImageNet mean/std-normalised images, not the B-cos [x, 1-x] encoding"
+    else:
+        fix = f"give {in_channels}-channel input, or build the model for {c} channels with models.create(..., in_channels={c})"
+    raise ValueError(f"{model} expects {in_channels} input channels, got {c} (input shape {shape}); {fix}")
 
 
 def avg_pool(x: Array, window: int, stride: Optional[int] = None, padding: int = 0) -> Array:

@@ -29,6 +29,7 @@ from bcos_jax.models.common import (
     StandardConv,
     StandardDense,
     StochasticDepth,
+    check_input,
     global_avg_pool,
     partial,
     spec,
@@ -157,6 +158,9 @@ class ConvNeXt(nn.Module):
         reference's ``logit_bias or -log(C - 1)`` replaces it).
       layout: reference module names (``BCOS_LAYOUT`` / ``TORCHVISION_LAYOUT``).
       dtype: computation dtype of the convs/Dense layers (None: from inputs).
+      in_channels: channels the input must have (checked with an error naming the fix,
+        e.g. ``add_inverse`` for RGB into a B-cos model); None: unchecked. ``models.create``
+        sets it from the spec.
     """
 
     block_setting: BlockSetting
@@ -172,11 +176,11 @@ class ConvNeXt(nn.Module):
     logit_bias: Optional[float] = None
     layout: Layout = BCOS_LAYOUT
     dtype: Any = None
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
-        if x.ndim != 4:
-            raise ValueError(f"ConvNeXt expects NHWC input [N, H, W, C], got shape {x.shape}")
+        check_input(x, self.in_channels, "ConvNeXt")
         norm_kw = dict(train=train, explain=explain)
         rates = stochastic_depth_rates(self.block_setting, self.stochastic_depth_prob)
 

@@ -30,6 +30,7 @@ from bcos_jax.models.common import (
     StandardConv,
     StandardDense,
     avg_pool,
+    check_input,
     global_avg_pool,
     partial,
     spec,
@@ -180,6 +181,9 @@ class DenseNet(nn.Module):
       logit_bias: added to the B-cos logits; None: ``-log(num_classes - 1)``.
       logit_temperature: B-cos logits are divided by it (v1); None: no division.
       dtype: computation dtype of convs and dense layers (None: from the input).
+      in_channels: channels the input must have (checked with an error naming the fix,
+        e.g. ``add_inverse`` for RGB into a B-cos model); None: unchecked. ``models.create``
+        sets it from the spec.
     """
 
     growth_rate: int = 32
@@ -196,9 +200,11 @@ class DenseNet(nn.Module):
     logit_bias: Optional[float] = None
     logit_temperature: Optional[float] = None
     dtype: Any = None
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
+        check_input(x, self.in_channels, "DenseNet")
         conv = partial(self.conv, dtype=self.dtype)
         x = DenseNetFeatures(
             growth_rate=self.growth_rate,

@@ -41,6 +41,7 @@ from bcos_jax.models.common import (
     StandardConv,
     StandardDense,
     avg_pool,
+    check_input,
     global_avg_pool,
     spec,
 )
@@ -262,6 +263,9 @@ class Inception3(nn.Module):
       transform_input: torchvision's re-normalisation of ImageNet mean/std inputs to the
         (x - 0.5) / 0.5 inputs the Google weights were trained on (3 channels only).
       logit_temperature, logit_bias: v1 ``FinalLayer``: ``pooled / T + bias`` (None: skipped).
+      in_channels: channels the input must have (checked with an error naming the fix,
+        e.g. ``add_inverse`` for RGB into a B-cos model); None: unchecked. ``models.create``
+        sets it from the spec.
     """
 
     num_classes: int = 1000
@@ -274,9 +278,11 @@ class Inception3(nn.Module):
     transform_input: bool = False
     logit_temperature: Optional[float] = 1.0
     logit_bias: Optional[float] = math.log(0.01 / 0.99)
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False):
+        check_input(x, self.in_channels, "Inception3")
         if self.transform_input:
             x = _transform_input(x)
         conv = _conv_fn(self, train, explain)

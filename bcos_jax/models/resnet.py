@@ -41,6 +41,7 @@ from bcos_jax.models.common import (
     StandardDense,
     StochasticDepth,
     avg_pool,
+    check_input,
     global_avg_pool,
     partial,
 )
@@ -229,6 +230,9 @@ class ResNet(nn.Module):
         (The reference replaces any falsy bias, 0 included, by that default; here 0 is 0.)
       logit_temperature: B-cos logits are divided by it (v1); None = no division.
       dtype: computation dtype of the convs/dense (None: from the input).
+      in_channels: channels the input must have (checked with an error naming the fix,
+        e.g. ``add_inverse`` for RGB into a B-cos model); None: unchecked. ``models.create``
+        sets it from the spec.
     """
 
     block: Any
@@ -247,11 +251,11 @@ class ResNet(nn.Module):
     logit_bias: Optional[float] = None
     logit_temperature: Optional[float] = None
     dtype: Any = None
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
-        if x.ndim != 4:
-            raise ValueError(f"ResNet expects NHWC input [N, H, W, C], got shape {x.shape}")
+        check_input(x, self.in_channels, "ResNet")
         x = self._features(x, train, explain)
         if self.dense is not None:
             return self.dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from bcos_jax import norms
 from bcos_jax.layers import BcosConv, LogitLayer
-from bcos_jax.models.common import ModelSpec, global_avg_pool
+from bcos_jax.models.common import ModelSpec, check_input, global_avg_pool
 
 __all__ = ["SmallBcosCNN", "MODELS"]
 
@@ -35,6 +35,9 @@ class SmallBcosCNN(nn.Module):
       b, max_out: B-cos exponent and MaxOut of every conv.
       logit_bias: None -> ``-log(num_classes - 1)``.
       dtype: computation dtype (params stay float32; norm statistics are float32).
+      in_channels: channels the input must have (checked with an error naming the fix,
+        e.g. ``add_inverse`` for RGB into a B-cos model); None: unchecked. ``models.create``
+        sets it from the spec.
     """
 
     num_classes: int = 10
@@ -46,11 +49,11 @@ class SmallBcosCNN(nn.Module):
     max_out: int = 1
     logit_bias: Optional[float] = None
     dtype: Any = None
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, explain: bool = False) -> jax.Array:
-        if x.ndim != 4:
-            raise ValueError(f"expected NHWC input [N, H, W, C], got shape {x.shape}")
+        check_input(x, self.in_channels, "SmallBcosCNN")
         conv = functools.partial(self.conv, b=self.b, max_out=self.max_out, dtype=self.dtype)
         i = 0
         for stage, width in enumerate(self.widths):

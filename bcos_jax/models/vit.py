@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from bcos_jax.layers import BcosConv, BcosDense, LogitLayer
 from bcos_jax.models.common import Scope as _Scope
-from bcos_jax.models.common import StandardConv, StandardDense, partial, spec
+from bcos_jax.models.common import StandardConv, StandardDense, check_input, partial, spec
 from bcos_jax.norms import LayerNorm, LayerNorm2d, no_bias
 
 Array = jax.Array
@@ -100,13 +100,18 @@ class Attention(nn.Module):
         inner = self.heads * self.dim_head
         x = self.norm(name="norm")(x, train=train, explain=explain)
         qkv = StandardDense(3 * inner, use_bias=False, dtype=self.dtype, name="to_qkv")(x)
-        q, k, v = (a.reshape(n, t, self.heads, self.dim_head) for a in jnp.split(qkv, 3, axis=-1))
+        # Heads first ([N, heads, T, dim_head]): both products are then plain batched
+        # matmuls; with the head axis in the middle XLA:CPU ran attn·v 2.8x slower
+        # (benchmarks/README.md).
+        q, k, v = (
+            a.reshape(n, t, self.heads, self.dim_head).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1)
+        )
         if explain:
             # The attention matrix becomes a fixed weight of the (linear) value path.
             q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
-        dots = jnp.einsum("nqhd,nkhd->nhqk", q, k) * self.dim_head**-0.5
+        dots = jnp.einsum("nhqd,nhkd->nhqk", q, k) * self.dim_head**-0.5
         attn = jax.nn.softmax(dots.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = jnp.einsum("nhqk,nkhd->nqhd", attn, v).reshape(n, t, inner)
+        out = jnp.einsum("nhqk,nhkd->nhqd", attn, v).transpose(0, 2, 1, 3).reshape(n, t, inner)
         return self.linear(self.dim, use_bias=False, dtype=self.dtype, name="to_out")(out, explain)
 
 
@@ -174,6 +179,9 @@ class SimpleViT(nn.Module):
       logit_layer, logit_bias: add ``logit_bias`` (None: ``-log(num_classes - 1)``).
       temperature: of the sin-cos positional embedding.
       dtype: computation dtype of convs/linear layers (None: from inputs).
+      in_channels: channels the input must have (checked with an error naming the fix,
+        e.g. ``add_inverse`` for RGB into a B-cos model); None: unchecked. ``models.create``
+        sets it from the spec.
     """
 
     patch_size: int
@@ -192,11 +200,11 @@ class SimpleViT(nn.Module):
     logit_bias: Optional[float] = None
     temperature: float = 10_000.0
     dtype: Any = None
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
-        if x.ndim != 4:
-            raise ValueError(f"SimpleViT expects NHWC input [N, H, W, C], got shape {x.shape}")
+        check_input(x, self.in_channels, "SimpleViT")
         act = self.act if self.act is not None else (lambda y: y)
 
         def conv_stem(y):

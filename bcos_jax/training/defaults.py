@@ -3,14 +3,23 @@
 Recipes (``configs/*.py``) start from ``default_config()`` and change what they need; every
 value is a plain Python value (names, numbers, tuples), never an object, so any key can be
 overridden on the command line (``--config.optimizer.lr=5e-4``).
+
+``check_command_line`` and ``check_model`` turn what would be deep tracebacks of a bad
+``--config`` (a missing file, a failing ``get_config``, an unknown key, an unknown model
+or model override) into one ValueError each that names the problem and suggests the fix.
 """
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+import difflib
+import importlib.util
+import os
+import re
+from typing import Any, List, Optional, Sequence
 
 import ml_collections
 
-__all__ = ["default_config"]
+__all__ = ["check_command_line", "check_model", "check_override", "default_config", "load_config"]
 
 
 def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDict:
@@ -71,3 +80,140 @@ def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDi
     c.explain_smooth = 15
     c.localisation = False  # needs a dataset with object masks (the quickstart)
     return c
+
+
+# ----------------------------------------------------------------------------------------
+# Checking a command line before ml_collections applies it.
+# ----------------------------------------------------------------------------------------
+def _did_you_mean(name: str, options: Sequence[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""
+
+
+def _key_list(options: Sequence[str], limit: int = 40) -> str:
+    options = sorted(options)
+    if not options:
+        return "(none)"
+    more = f", ... ({len(options) - limit} more)" if len(options) > limit else ""
+    return ", ".join(options[:limit]) + more
+
+
+def load_config(arg: str) -> Any:
+    """``PATH[:ARG]`` -> ``get_config(ARG)`` of that file (as ``--config`` loads it).
+
+    A missing file (with the close file names of its folder), a file that fails to import,
+    has no ``get_config`` or whose ``get_config`` raises are ValueErrors naming the file.
+    """
+    path, sep, cfg_arg = arg.partition(":")
+    if not os.path.isfile(path):
+        folder = os.path.dirname(path) or "."
+        names = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+        hint = _did_you_mean(os.path.basename(path), names, prefix=os.path.join(os.path.dirname(path), ""))
+        if not hint and names:
+            hint = f"; config files in {folder}: {_key_list(names)}"
+        raise ValueError(f"--config={arg}: no config file {path!r}{hint}")
+    spec = importlib.util.spec_from_file_location("_bcos_checked_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ValueError(f"--config={arg}: {path} failed to load ({type(e).__name__}: {e})") from e
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"--config={arg}: {path} defines no get_config()")
+    try:
+        return module.get_config(cfg_arg) if sep else module.get_config()
+    except Exception as e:
+        call = f"get_config({cfg_arg!r})" if sep else "get_config()"
+        raise ValueError(f"--config={arg}: {call} of {path} failed ({type(e).__name__}: {e})") from e
+
+
+def check_override(config: Any, key: str) -> None:
+    """ValueError unless ``key`` (``'optimizer.lr'``, from ``--config.optimizer.lr=...``) is a
+    field of ``config``; it names the first unknown part and suggests close keys (difflib)."""
+    node, seen = config, "config"
+    for part in key.split("."):
+        name = re.sub(r"\[.*\]$", "", part)  # an indexed tuple field: sharding_rules[0]
+        if not isinstance(node, (ml_collections.ConfigDict, dict)):
+            raise ValueError(
+                f"--config.{key}: {seen} is {node!r} (of type {type(node).__name__}), not a dict; it has no key {name!r}"
+            )
+        keys = [str(k) for k in node.keys()]
+        if name not in keys:
+            where = seen[len("config."):] + "." if seen != "config" else ""
+            hint = _did_you_mean(name, keys, prefix=where)
+            note = ""
+            if seen == "config.model":
+                note = (" (config.model holds models.create overrides; the config is locked, so only keys "
+                        "its file sets can be overridden: set new ones in the config file)")
+            listing = "" if hint else f"; {seen} has: {_key_list(keys)}"
+            raise ValueError(f"--config.{key}: unknown config key {where + name!r}{hint}{listing}{note}")
+        node = node[name]
+        seen = f"{seen}.{name}"
+
+
+def _config_argument(argv: Sequence[str], flag: str) -> Optional[str]:
+    for i, a in enumerate(argv[1:], 1):
+        if a == "--":
+            break
+        m = re.match(rf"^--?{re.escape(flag)}(?:=(.*))?$", a)
+        if m:
+            if m.group(1) is not None:
+                return m.group(1)
+            return argv[i + 1] if i + 1 < len(argv) else None
+    return None
+
+
+def _override_keys(argv: Sequence[str], flag: str) -> List[str]:
+    # As ml_collections reads them: --config.KEY[=VALUE], -config.KEY, --noconfig.KEY.
+    keys = []
+    for a in argv[1:]:
+        if a == "--":
+            break
+        m = re.match(rf"^--?(?:no)?{re.escape(flag)}\.([^=]+)", a)
+        if m:
+            keys.append(m.group(1))
+    return keys
+
+
+def check_command_line(argv: Sequence[str], flag: str = "config") -> Optional[Any]:
+    """Load ``--config`` from ``argv`` and check every ``--config.KEY`` override exists.
+
+    Returns the loaded config (None without a ``--config``: absl reports that itself).
+    Raises the ValueErrors of ``load_config`` and ``check_override``.
+    """
+    arg = _config_argument(argv, flag)
+    if arg is None:
+        return None
+    config = load_config(arg)
+    for key in _override_keys(argv, flag):
+        check_override(config, key)
+    return config
+
+
+def check_model(config: Any) -> None:
+    """ValueError unless ``config.model_name`` is a zoo model that accepts ``config.model``.
+
+    Builds the module only (no parameters): an unknown name suggests close names, an unknown
+    override key suggests close fields of the model.
+    """
+    from bcos_jax import models
+
+    name = config.model_name
+    try:
+        models.get_spec(name)
+    except ValueError as e:
+        raise ValueError(f"config.model_name: {e}") from None
+    overrides = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
+    try:
+        models.create(name, **overrides)
+    except TypeError as e:
+        m = re.search(r"unexpected keyword argument '([^']+)'", str(e))
+        if m is None:
+            raise ValueError(f"config.model (overrides of {name}): {e}") from None
+        fields = [f.name for f in dataclasses.fields(models.create(name)) if f.name not in ("parent", "name")]
+        raise ValueError(
+            f"config.model.{m.group(1)}: model {name} has no such setting"
+            f"{_did_you_mean(m.group(1), fields, prefix='config.model.')} (its settings: {_key_list(fields)})"
+        ) from None
+    except ValueError as e:
+        raise ValueError(f"config.model (overrides of {name}): {e}") from None
