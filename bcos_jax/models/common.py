@@ -168,7 +168,7 @@ class StandardConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, explain: bool = False) -> Array:
-        from bcos_jax.layers import _pair, conv_padding
+        from bcos_jax.layers import _linear_and_norm, _pair, conv_padding
 
         del explain
         ks = _pair(self.kernel_size, "kernel_size")
@@ -177,14 +177,17 @@ class StandardConv(nn.Module):
             "kernel", self.kernel_init, (*ks, cin // self.feature_group_count, self.features), self.param_dtype
         )
         x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
-        y = jax.lax.conv_general_dilated(
+        # The same lowering as BcosConv's linear part (1x1 convs as matmuls, space-to-depth
+        # input gradients of strided stems), so that B-cos and standard models differ only
+        # in the B-cos transform itself (benchmarks/bcos_overhead.py).
+        y, _ = _linear_and_norm(
             x,
             kernel,
-            window_strides=_pair(self.strides, "strides"),
-            padding=conv_padding(self.padding),
-            rhs_dilation=_pair(self.kernel_dilation, "kernel_dilation"),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.feature_group_count,
+            _pair(self.strides, "strides"),
+            conv_padding(self.padding),
+            _pair(self.kernel_dilation, "kernel_dilation"),
+            self.feature_group_count,
+            need_norm=False,
         )
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(y.dtype)
