@@ -69,6 +69,8 @@ def model_overrides(config: ml_collections.ConfigDict, num_classes: int) -> Dict
     """Overrides for ``models.create``: the config's ``model`` dict, classes, compute dtype."""
     overrides = dict(config.model.to_dict() if hasattr(config.model, "to_dict") else config.model)
     overrides.setdefault("num_classes", num_classes)
+    if config.get("remat", False):
+        overrides["remat"] = True  # models.create: every B-cos layer rematerialised
     if config.get("compute_dtype", "float32") != "float32":
         # Mixed precision: compute in bf16, params and norm statistics stay float32.
         overrides["dtype"] = jnp.dtype(config.compute_dtype)

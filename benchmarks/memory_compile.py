@@ -14,8 +14,8 @@ optimiser state and batch statistics in all of them):
 * ``mem-sched``: compiled with ``compiler_options={'xla_cpu_scheduler_type':
   'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}`` (XLA:CPU's default scheduler does not try to
   keep the live set small; this one does, at no measurable cost in speed);
-* ``mem-sched + remat``: also every B-cos layer rematerialised (``BcosConv(remat=True)`` /
-  ``BcosDense(remat=True)``, passed as the model's ``conv`` / ``linear`` factory).
+* ``mem-sched + remat``: also every B-cos layer rematerialised
+  (``models.create(name, remat=True)``, ``config.remat`` of train.py).
 """
 from __future__ import annotations
 
@@ -34,13 +34,7 @@ import jax, jax.numpy as jnp, numpy as np, optax
 from bcos_jax import layers, models
 name, batch, size, nc, sched, remat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1"
 spec = models.get_spec(name)
-overrides = {}
-if remat:  # every B-cos layer of the model rematerialised
-    overrides = {"conv": functools.partial(layers.BcosConv, remat=True)}
-    if spec.family == "vit":
-        from bcos_jax.models.vit import bcos_linear
-        overrides["linear"] = functools.partial(bcos_linear, remat=True)
-model = models.create(name, num_classes=nc, **overrides)
+model = models.create(name, num_classes=nc, remat=remat)  # remat: every B-cos layer
 x = jnp.asarray(np.random.default_rng(0).uniform(size=(batch, size, size, spec.in_channels)), jnp.float32)
 y = jax.nn.one_hot(jnp.arange(batch) % nc, nc)
 v = jax.jit(lambda: model.init(jax.random.key(0), x[:1], train=False))()

@@ -161,8 +161,7 @@ def test_remat_zoo_training_step_matches():
     y = jax.nn.one_hot(jnp.arange(4) % 10, 10)
     results = []
     for remat in (False, True):
-        model = models.create("cifar10_resnet20", norm="bnu-linear",
-                              conv=functools.partial(layers.BcosConv, remat=remat))
+        model = models.create("cifar10_resnet20", norm="bnu-linear", remat=remat)
         variables = model.init(jax.random.key(0), x, train=False)
 
         def loss_fn(p, extra):
@@ -174,6 +173,38 @@ def test_remat_zoo_training_step_matches():
         results.append((loss, grads))
     _close(results[1][0], results[0][0], 1e-6)
     jax.tree.map(lambda a, b: _close(a, b, 1e-4), results[1][1], results[0][1])
+
+
+REMAT_MODELS = [
+    ("cifar10_resnet20", 32), ("v1_resnet18", 64), ("cifar10_densenet52", 32), ("v1_densenet121", 64),
+    ("vgg11_bnu", 64), ("v1_vgg11", 64), ("convnext_atto", 64), ("simple_vit_ti_patch16_224", 32),
+    ("vitc_ti_patch1_14", 64), ("v1_inception_v3", 75), ("v1_cifar10_9l", 32), ("bcos_small_cnn", 32),
+]
+
+
+@pytest.mark.parametrize("name,size", REMAT_MODELS, ids=[m for m, _ in REMAT_MODELS])
+def test_create_remat_reaches_every_bcos_layer(name, size):
+    """``models.create(name, remat=True)``: every BcosConv/BcosDense the model calls has remat on."""
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and isinstance(context.module, (layers.BcosConv, layers.BcosDense)):
+            seen.append(context.module.remat)
+        return next_fun(*args, **kwargs)
+
+    spec = models.get_spec(name)
+    x = jax.ShapeDtypeStruct((1, size, size, spec.in_channels), jnp.float32)
+    for remat in (False, True):
+        seen.clear()
+        model = models.create(name, remat=remat)
+        with nn.intercept_methods(record):
+            jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False), x)
+        assert seen and set(seen) == {remat}, (name, remat, len(seen), set(seen))
+
+
+def test_create_remat_refuses_a_model_without_bcos_layers():
+    with pytest.raises(ValueError, match="no B-cos layers"):
+        models.create("standard_resnet18", remat=True)
 
 
 S2D_CASES = [

@@ -14,7 +14,7 @@ from typing import Any, List
 import flax.linen as nn
 
 from bcos_jax.models import cifar9l, convnext, densenet, inception, resnet, small, vgg, vit
-from bcos_jax.models.common import ModelSpec, registry
+from bcos_jax.models.common import ModelSpec, registry, with_remat
 
 __all__ = ["ModelSpec", "create", "get_spec", "list_models"]
 
@@ -46,10 +46,28 @@ def create(name: str, **overrides: Any) -> nn.Module:
     ``get_spec(name).in_channels`` channels, so RGB given to a B-cos model is a ValueError
     that says to apply ``bcos_jax.add_inverse``. ``in_channels=C`` builds it for C channels
     instead (e.g. 2 for ``[gray, 1 - gray]``), ``in_channels=None`` turns the check off.
+
+    ``remat=True`` rematerialises every B-cos layer in the backward pass
+    (``BcosConv.remat``): lower peak memory of a training step for some recomputation
+    (benchmarks/README.md); values and gradients are unchanged.
     """
     spec = get_spec(name)
     in_channels = overrides.pop("in_channels", spec.in_channels)
+    remat = overrides.pop("remat", False)
     model = spec.build(**overrides)
+    if remat:
+        changes = {}
+        for f in dataclasses.fields(model):
+            if f.name == "remat":  # a model building its B-cos layers itself (CIFAR9L)
+                changes["remat"] = True
+            elif f.name not in ("parent", "name"):
+                value = getattr(model, f.name)
+                new = with_remat(value)
+                if new is not value:
+                    changes[f.name] = new
+        if not changes:
+            raise ValueError(f"remat=True: model {name!r} has no B-cos layers to rematerialise")
+        model = model.clone(**changes)
     if any(f.name == "in_channels" for f in dataclasses.fields(model)):  # every zoo model class
         model = model.clone(in_channels=in_channels)
     return model

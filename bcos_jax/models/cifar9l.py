@@ -103,6 +103,7 @@ class CIFAR9L(nn.Module):
     widths: Sequence[int] = _WIDTHS
     dtype: Any = None
     in_channels: Optional[int] = None
+    remat: bool = False  # BcosConv.remat of every layer
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
@@ -113,7 +114,7 @@ class CIFAR9L(nn.Module):
         for i, (c, k, s, p) in enumerate(zip(features, _KERNELS, _STRIDES, _PADDING)):
             conv = BcosConv(
                 c, k, strides=s, padding=p, b=self.b, max_out=self.max_out, scale=scale,
-                dtype=self.dtype, name=str(i),
+                dtype=self.dtype, remat=self.remat, name=str(i),
             )
             x = conv(x, explain)
         return LogitLayer(temperature, self.logit_bias)(global_avg_pool(x))

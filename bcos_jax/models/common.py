@@ -252,3 +252,26 @@ def spec(build, **kwargs) -> ModelSpec:
 
 partial = functools.partial
 Pair = Tuple[int, int]
+
+
+def with_remat(factory: Any) -> Any:
+    """``factory`` with ``remat=True`` on every B-cos layer it builds (anything else as is).
+
+    Walks classes, ``functools.partial`` chains and their keyword arguments (e.g. Inception's
+    ``conv_block=partial(BasicConv2d, conv=partial(BcosConv, ...))``); a function that builds
+    a B-cos layer says so with a ``builds_bcos_layer = True`` attribute (``vit.bcos_linear``).
+    Used by ``models.create(name, remat=True)``.
+    """
+    from bcos_jax.layers import BcosConv, BcosDense
+
+    if isinstance(factory, type) and issubclass(factory, (BcosConv, BcosDense)):
+        return functools.partial(factory, remat=True)
+    if getattr(factory, "builds_bcos_layer", False):
+        return functools.partial(factory, remat=True)
+    if isinstance(factory, functools.partial):
+        func = with_remat(factory.func)
+        keywords = {k: with_remat(v) for k, v in factory.keywords.items()}
+        if func is factory.func and all(keywords[k] is v for k, v in factory.keywords.items()):
+            return factory
+        return functools.partial(func, *factory.args, **keywords)
+    return factory

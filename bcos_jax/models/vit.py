@@ -56,6 +56,9 @@ def bcos_linear(features: int, use_bias: bool = False, **kwargs: Any) -> BcosDen
     return BcosDense(features, **kwargs)
 
 
+bcos_linear.builds_bcos_layer = True  # models.common.with_remat: takes remat=True
+
+
 def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.0, dtype: Any = jnp.float32) -> Array:
     """The reference's fixed 2-D sin-cos embedding: [h·w, dim], tokens in row-major (y, x) order.
 

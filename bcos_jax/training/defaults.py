@@ -33,6 +33,7 @@ def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDi
     c.model_name = "resnet50"
     c.model = ml_collections.ConfigDict()
     c.compute_dtype = "float32"  # 'bfloat16': mixed precision (params and norm statistics stay f32)
+    c.remat = False  # rematerialise every B-cos layer in the backward pass: less memory, more compute
 
     # ---- Data: bcos_jax.data's config (name, splits, sizes, augmentation, mixup, ...).
     c.data = data.default_config(data_recipe)
