@@ -304,16 +304,11 @@ def _matmul(x: Array, w: Array) -> Array:
 def _pointwise(x: Array, w: Array) -> Array:
     """``x @ w`` over the last axis, with a backward pass laid out for XLA:CPU.
 
-    Same values and gradients as autodiff of ``_matmul``; two measured differences in the
-    weight gradient ``dw = Σ_positions xᵀ g`` (benchmarks/README.md, profile_ops.py):
-
-    * it is one 2-D [P, Cin]ᵀ x [P, Cout] dot (P = all positions), 1.2-2.5x faster than the
-      ``dot_general`` contracting N, H and W that autodiff emits;
-    * ``g`` goes through ``optimization_barrier`` first. Otherwise XLA fuses the elementwise
-      backward of the next layers (dynamic scale, batch norm) into a transposed copy of
-      ``g`` for that dot: a loop fusion reading ~10 inputs in transposed order, 65-200 ms
-      per layer of ResNet-50/ViT-S. ``dx`` uses ``g`` directly, so an explanation (which
-      needs only ``dx``) compiles exactly as without this function.
+    Same values and gradients as autodiff of ``_matmul``, but the weight gradient
+    ``dw = Σ_positions xᵀ g`` is one 2-D [P, Cin]ᵀ x [P, Cout] dot (P = all positions)
+    instead of the ``dot_general`` contracting N, H and W that autodiff emits: the
+    ResNet-50 training step is 1.07-1.11x faster, ViT-S/16's 1.04x (benchmarks/lowering.py,
+    "autodiff matmul"). ``dx`` is autodiff's, so explanations compile as without it.
     """
     return _matmul(x, w)
 
@@ -325,9 +320,8 @@ def _pointwise_fwd(x, w):
 def _pointwise_bwd(res, g):
     x, w = res
     dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
-    gb = jax.lax.optimization_barrier(g)
     dw = jax.lax.dot_general(
-        x.reshape(-1, x.shape[-1]), gb.reshape(-1, g.shape[-1]), (((0,), (0,)), ((), ()))
+        x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]), (((0,), (0,)), ((), ()))
     )
     return dx, dw
 
@@ -353,9 +347,9 @@ def _space_to_depth_transpose_pays(w: Array, strides, dilation, groups: int) -> 
     Strided convs only. Their autodiff input gradient is a convolution over the input
     dilated with zeros, which XLA:CPU runs on a slow generic path; the space-to-depth
     form is a dense stride-1 conv, but on a kernel zero-padded to a multiple of the
-    stride. It wins when that padding wastes little: 7x7/2 stems (64/49 of the taps,
-    input gradient 2.4x faster, benchmarks/README.md), k x k / k patchify convs; not 3x3/2
-    (16/9 of the taps: measured no faster) or 1x1/2.
+    stride. It is used where that padding wastes little: 7x7/2 stems (64/49 of the taps;
+    the ResNet-50 explanation is 1.08-1.13x faster with it, benchmarks/lowering.py "no
+    space-to-depth"), k x k / k patchify convs; not 3x3/2 (16/9 of the taps) or 1x1/2.
     """
     (kh, kw), (sh, sw) = w.shape[:2], strides
     if groups != 1 or dilation != (1, 1) or (sh, sw) == (1, 1):
@@ -420,8 +414,10 @@ def _linear_and_norm(x, w, strides, padding, dilation, groups, need_norm):
     A 1x1 conv without padding (most convs of a bottleneck ResNet or a DenseNet) is computed
     as ``dot_general`` on the strided input: the same numbers, but its weight gradient is one
     [Cin, N·H'·W'] x [N·H'·W', Cout] matmul, where XLA:CPU's convolution-based filter
-    gradient is 3-7x slower (benchmarks/README.md). Its patch norm is the per-pixel channel
-    norm of that strided input (a 1x1 window sum is the value itself).
+    gradient is slow: with ``lax.conv`` for the 1x1 convs the ResNet-50 training step takes
+    1.46-1.51x and its explanation 1.22-1.44x as long (benchmarks/lowering.py). Its patch
+    norm is the per-pixel channel norm of that strided input (a 1x1 window sum is the value
+    itself).
     """
     if _is_pointwise(w, padding, groups):
         sh, sw = strides
@@ -476,9 +472,10 @@ class BcosConv(nn.Module):
       dtype: computation dtype (None: from inputs); param_dtype: parameter dtype.
       remat: rematerialise the layer in the backward pass (``jax.checkpoint``): only its
         input is kept for the backward pass, which recomputes the conv, patch norm and
-        dynamic scale. Lowers the peak memory of a training step (with XLA:CPU only
-        together with the memory-optimising scheduler, see benchmarks/README.md), e.g.
-        ``models.create('resnet50', conv=functools.partial(BcosConv, remat=True))``.
+        dynamic scale. Lowers the peak memory of a training step (ResNet-50, batch 32,
+        XLA:CPU with its memory-optimising scheduler: 4.2 -> 3.1 GB,
+        benchmarks/memory_compile.py). ``models.create(name, remat=True)`` sets it on every
+        B-cos layer of a zoo model.
     """
 
     features: int

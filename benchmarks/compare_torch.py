@@ -13,8 +13,8 @@ statistics (``donate_argnums``), as a training loop would.
 
 torch runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it: on a loaded
 machine, libgomp's default spin-waiting barriers make every torch op wait for a descheduled
-thread (ResNet-50 forward 6.6 s instead of 1.1 s at load 3.7, benchmarks/README.md), which
-would flatter bcos_jax. Unloaded, the policy makes no measurable difference.
+thread, which makes torch several times slower and would flatter bcos_jax
+(``OMP_WAIT_POLICY=ACTIVE`` in the environment restores libgomp's default).
 """
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ class Attention(nn.Module):
         qkv = StandardDense(3 * inner, use_bias=False, dtype=self.dtype, name="to_qkv")(x)
         # Heads first ([N, heads, T, dim_head]): both products are then plain batched
         # matmuls; with the head axis in the middle XLA:CPU ran attn·v 2.8x slower
-        # (benchmarks/README.md).
+        # (ViT-S/16, batch 8: 25 -> 8.8 ms per layer; ViT-S forward 0.97 -> 0.71 s).
         q, k, v = (
             a.reshape(n, t, self.heads, self.dim_head).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1)
         )
