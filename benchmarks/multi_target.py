@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import fmt, timeit  # noqa: E402
+from benchmarks.common import fmt, header, load, timeit, timeit_pair  # noqa: E402
 from bcos_jax import explain_fn, models  # noqa: E402
 
 
@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    print(header())
     model = models.create(args.model)
     spec = models.get_spec(args.model)
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, args.size, args.size, spec.in_channels)), jnp.float32)
@@ -39,16 +40,14 @@ def main():
     print(f"{args.model} {args.size}²: forward {fmt(t_fwd)}; explain 1 target {fmt(t_one)}")
     for k in args.k:
         tg = jnp.arange(k, dtype=jnp.int32)[None]
-        t_multi = timeit(lambda: jax.block_until_ready(fn(variables, x, tg)), args.repeats)
-
         def separate():
             for j in range(k):
                 jax.block_until_ready(fn(variables, x, tg[:, j]))
 
-        t_sep = timeit(separate, args.repeats)
+        t_multi, t_sep = timeit_pair(lambda: jax.block_until_ready(fn(variables, x, tg)), separate, args.repeats)
         bwd = (t_multi["median"] - t_fwd["median"]) / k
         print(f"K={k:<3} one call {fmt(t_multi)}  K calls {fmt(t_sep)}  speed-up x{t_sep['median'] / t_multi['median']:.2f}"
-              f"  (≈ forward + K × {bwd:.3f}s)")
+              f"  (≈ forward + K × {bwd:.3f}s)  ({load()})", flush=True)
 
 
 if __name__ == "__main__":
