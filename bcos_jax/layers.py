@@ -472,9 +472,10 @@ class BcosConv(nn.Module):
       dtype: computation dtype (None: from inputs); param_dtype: parameter dtype.
       remat: rematerialise the layer in the backward pass (``jax.checkpoint``): only its
         input is kept for the backward pass, which recomputes the conv, patch norm and
-        dynamic scale. Lowers the peak memory of a training step (ResNet-50, batch 32,
-        XLA:CPU with its memory-optimising scheduler: 4.2 -> 3.1 GB,
-        benchmarks/memory_compile.py). ``models.create(name, remat=True)`` sets it on every
+        dynamic scale. Lowers the peak memory of a training step where the compiler's
+        scheduler keeps the live set small: ResNet-50, batch 32, XLA:CPU with
+        ``xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`` 4.2 -> 3.1 GB; with
+        XLA:CPU's default scheduler no change (benchmarks/memory_compile.py). ``models.create(name, remat=True)`` sets it on every
         B-cos layer of a zoo model.
     """
 

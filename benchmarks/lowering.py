@@ -12,7 +12,9 @@ shipped choice is faster):
 
 * ``autodiff matmul``: 1x1 convs still as matmuls, but differentiated by JAX;
 * ``lax conv for 1x1``: 1x1 convs as ``lax.conv_general_dilated`` (how the layer started);
-* ``no space-to-depth``: strided stems differentiated by JAX (dilated-input convolution).
+* ``no space-to-depth``: strided stems differentiated by JAX (dilated-input convolution);
+* ``memory scheduler``: no code change, XLA:CPU's memory-optimising scheduler
+  (``xla_cpu_scheduler_type``), which ``memory_compile.py`` shows lowers the peak memory.
 """
 from __future__ import annotations
 
@@ -31,10 +33,11 @@ from benchmarks.common import fmt, header, load, timeit_pair  # noqa: E402
 from bcos_jax import explain_fn, layers, models  # noqa: E402
 
 
-VARIANTS = {
-    "autodiff matmul": {"_pointwise": layers._matmul},
-    "lax conv for 1x1": {"_is_pointwise": lambda *a: False},
-    "no space-to-depth": {"_space_to_depth_transpose_pays": lambda *a: False},
+VARIANTS = {  # name: (changes to bcos_jax.layers, XLA compiler options)
+    "autodiff matmul": ({"_pointwise": layers._matmul}, None),
+    "lax conv for 1x1": ({"_is_pointwise": lambda *a: False}, None),
+    "no space-to-depth": ({"_space_to_depth_transpose_pays": lambda *a: False}, None),
+    "memory scheduler": ({}, {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}),
 }
 
 
@@ -50,7 +53,7 @@ def patched(changes):
             setattr(layers, k, v)
 
 
-def compiled_fns(model, variables, x, y):
+def compiled_fns(model, variables, x, y, options=None):
     """(train step, explanation) compiled now, so that a later patch does not change them."""
     tx = optax.adam(1e-3)
     params, extra = variables["params"], {k: v for k, v in variables.items() if k != "params"}
@@ -67,9 +70,9 @@ def compiled_fns(model, variables, x, y):
     # x and y are arguments, not closure constants (which XLA would constant-fold into the
     # input's patch norm).
     opt_state = tx.init(params)
-    step_c = jax.jit(step).lower(params, opt_state, extra, x, y).compile()
+    step_c = jax.jit(step).lower(params, opt_state, extra, x, y).compile(compiler_options=options)
     expl = explain_fn(model)
-    expl_c = jax.jit(lambda v, x: expl(v, x)).lower(variables, x).compile()
+    expl_c = jax.jit(lambda v, x: expl(v, x)).lower(variables, x).compile(compiler_options=options)
     return {
         "train_step": lambda: jax.block_until_ready(step_c(params, opt_state, extra, x, y)),
         "explain": lambda: jax.block_until_ready(expl_c(variables, x)),
@@ -95,8 +98,9 @@ def main():
     variables = jax.jit(lambda: model.init(jax.random.key(0), x[:1], train=False))()
     shipped = compiled_fns(model, variables, x, y)
     for name in args.variants:
-        with patched(VARIANTS[name]):
-            variant = compiled_fns(model, variables, x, y)
+        changes, options = VARIANTS[name]
+        with patched(changes):
+            variant = compiled_fns(model, variables, x, y, options)
         for k in args.what:
             s, v = timeit_pair(shipped[k], variant[k], args.repeats)
             print(f"{k:<10} shipped {fmt(s)}  {name:<18} {fmt(v)}  ratio x{v['median'] / s['median']:.2f}  ({load()})",

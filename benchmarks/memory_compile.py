@@ -14,6 +14,7 @@ optimiser state and batch statistics in all of them):
 * ``mem-sched``: compiled with ``compiler_options={'xla_cpu_scheduler_type':
   'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}`` (XLA:CPU's default scheduler does not try to
   keep the live set small; this one does, at no measurable cost in speed);
+* ``remat``: the default compile, every B-cos layer rematerialised (as ``config.remat``);
 * ``mem-sched + remat``: also every B-cos layer rematerialised
   (``models.create(name, remat=True)``, ``config.remat`` of train.py).
 """
@@ -106,6 +107,7 @@ def main():
     print(f"{args.model} train step, batch {args.batch}, {args.size}², float32:")
     results = {}
     for label, sched, remat in (("default", "default", 0),
+                                ("remat", "default", 1),
                                 ("mem-sched", MEMORY_SCHEDULER["xla_cpu_scheduler_type"], 0),
                                 ("mem-sched + remat", MEMORY_SCHEDULER["xla_cpu_scheduler_type"], 1)):
         j = results[label] = run(_JAX, *a, sched, remat)
