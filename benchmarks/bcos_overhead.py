@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import fmt, header, load, timeit_pair  # noqa: E402
+from benchmarks.common import donated_runner, fmt, header, load, timeit_pair, train_step  # noqa: E402
 from bcos_jax import layers, models  # noqa: E402
 
 
@@ -39,23 +39,7 @@ def jax_fns(name, x, labels, num_classes, **overrides):
     tx = optax.adam(1e-3)
     params, extra = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     targets = jax.nn.one_hot(labels, num_classes)
-
-    def loss_fn(p, extra, x):
-        out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra), rngs={"dropout": jax.random.key(1)})
-        return optax.sigmoid_binary_cross_entropy(out, targets).mean(), new
-
-    def step(p, o, extra, x):
-        (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x)
-        upd, o = tx.update(g, o, p)
-        return optax.apply_updates(p, upd), o, new, loss
-
-    step = jax.jit(step, donate_argnums=(0, 1, 2))
-    state = [params, tx.init(params), extra]
-
-    def run_step():
-        p, o, e, loss = step(*state, x)
-        jax.block_until_ready(loss)
-        state[:] = [p, o, e]
+    run_step = donated_runner(train_step(model, tx), params, tx.init(params), extra, x, targets)
 
     pre = layers.prenormalize(model, variables, x, train=False)
     return {

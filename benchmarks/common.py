@@ -70,3 +70,41 @@ def header() -> str:
         pass
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"{now}; {cpu}, {os.cpu_count()} cores; {load()}"
+
+
+def train_step(model, tx):
+    """The training step every benchmark times (not jitted): mean sigmoid BCE, one optax update.
+
+    ``step(params, opt_state, extra, x, y) -> (params, opt_state, extra, loss)``; ``extra`` are
+    the non-parameter collections (batch statistics), ``y`` the [N, C] targets.
+    """
+    import jax
+    import optax
+
+    def loss_fn(p, extra, x, y):
+        out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra),
+                               rngs={"dropout": jax.random.key(1)})
+        return optax.sigmoid_binary_cross_entropy(out, y).mean(), new
+
+    def step(p, o, extra, x, y):
+        (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x, y)
+        upd, o = tx.update(g, o, p)
+        return optax.apply_updates(p, upd), o, new, loss
+
+    return step
+
+
+def donated_runner(step, params, opt_state, extra, x, y):
+    """A blocking zero-argument call of ``jit(step)`` that donates and carries the train state,
+    as a training loop would."""
+    import jax
+
+    jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+    state = [params, opt_state, extra]
+
+    def run():
+        p, o, e, loss = jitted(*state, x, y)
+        jax.block_until_ready(loss)
+        state[:] = [p, o, e]
+
+    return run

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import header, load, ratio_line, timeit_pair  # noqa: E402
+from benchmarks.common import donated_runner, header, load, ratio_line, timeit_pair, train_step  # noqa: E402
 from bcos_jax import convert, explain_fn, models  # noqa: E402
 
 
@@ -88,23 +88,7 @@ def jax_side(name, state_dict, x_nhwc, labels, num_classes):
     off = 1.0 / num_classes
     targets = jnp.maximum(jax.nn.one_hot(labels, num_classes), off)
 
-    def loss_fn(p, extra, x):
-        out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra))
-        return optax.sigmoid_binary_cross_entropy(out, targets).mean(), new
-
-    def _step(p, o, extra, x):
-        (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x)
-        upd, o = tx.update(g, o, p)
-        return optax.apply_updates(p, upd), o, new, loss
-
-    step = jax.jit(_step, donate_argnums=(0, 1, 2))
-    state = [params, opt_state, extra]
-
-    def run_step():
-        p, o, e, loss = step(*state, x)
-        jax.block_until_ready(loss)
-        state[:] = [p, o, e]
-
+    run_step = donated_runner(train_step(model, tx), params, opt_state, extra, x, targets)
     return {
         "forward": lambda: jax.block_until_ready(fwd_fn(variables, x)),
         "explain": lambda: jax.block_until_ready(expl(variables, x)),

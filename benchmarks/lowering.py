@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import fmt, header, load, timeit_pair  # noqa: E402
+from benchmarks.common import fmt, header, load, timeit_pair, train_step  # noqa: E402
 from bcos_jax import explain_fn, layers, models  # noqa: E402
 
 
@@ -58,15 +58,7 @@ def compiled_fns(model, variables, x, y, options=None):
     tx = optax.adam(1e-3)
     params, extra = variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
-    def loss_fn(p, extra, x, y):
-        out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra))
-        return optax.sigmoid_binary_cross_entropy(out, y).mean(), new
-
-    def step(p, o, extra, x, y):
-        (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x, y)
-        upd, o = tx.update(g, o, p)
-        return optax.apply_updates(p, upd), o, new, loss
-
+    step = train_step(model, tx)
     # x and y are arguments, not closure constants (which XLA would constant-fold into the
     # input's patch norm).
     opt_state = tx.init(params)

@@ -33,6 +33,7 @@ _JAX = r'''
 import functools, json, resource, sys, time
 import jax, jax.numpy as jnp, numpy as np, optax
 from bcos_jax import layers, models
+from benchmarks.common import train_step  # cwd is the repository root
 name, batch, size, nc, sched, remat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1"
 spec = models.get_spec(name)
 model = models.create(name, num_classes=nc, remat=remat)  # remat: every B-cos layer
@@ -42,21 +43,15 @@ v = jax.jit(lambda: model.init(jax.random.key(0), x[:1], train=False))()
 tx = optax.adam(1e-3)
 p, extra = v["params"], {k: a for k, a in v.items() if k != "params"}
 o = tx.init(p)
-def loss_fn(p, extra, x):
-    out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra))
-    return optax.sigmoid_binary_cross_entropy(out, y).mean(), new
-def step(p, o, extra, x):
-    (l, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x)
-    u, o = tx.update(g, o, p)
-    return optax.apply_updates(p, u), o, new, l
+step = train_step(model, tx)
 t0 = time.perf_counter()
 opts = {"xla_cpu_scheduler_type": sched} if sched != "default" else None
-compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(p, o, extra, x).compile(compiler_options=opts)
+compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(p, o, extra, x, y).compile(compiler_options=opts)
 compile_s = time.perf_counter() - t0
 ma = compiled.memory_analysis()
 rss_now = int(open("/proc/self/statm").read().split()[1]) * 4096 // 1024
 t0 = time.perf_counter()
-p, o, extra, l = compiled(p, o, extra, x); jax.block_until_ready(l)
+p, o, extra, l = compiled(p, o, extra, x, y); jax.block_until_ready(l)
 step_s = time.perf_counter() - t0
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"compile_s": compile_s, "step_s": step_s, "peak_step_mb": (after - rss_now) / 1024,

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import train_step  # noqa: E402
 from bcos_jax import explain_fn, models  # noqa: E402
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)\s+([\w\-]+)\(")
@@ -156,17 +157,7 @@ def build(name: str, what: str, batch: int, size: int, remat: bool = False):
     params, extra = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     y = jax.nn.one_hot(jnp.arange(batch) % 1000, 1000)
 
-    def loss_fn(p, extra, x):
-        out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra),
-                               rngs={"dropout": jax.random.key(1)})
-        return optax.sigmoid_binary_cross_entropy(out, y).mean(), new
-
-    def step(p, o, extra, x):
-        (l, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x)
-        u, o = tx.update(g, o, p)
-        return optax.apply_updates(p, u), o, new, l
-
-    return jax.jit(step), (params, tx.init(params), extra, x)
+    return jax.jit(train_step(model, tx)), (params, tx.init(params), extra, x, y)
 
 
 def main():
