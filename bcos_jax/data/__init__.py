@@ -18,8 +18,10 @@ and resuming: see ``bcos_jax.data.pipeline``.
 
 Config fields (``default_config()``; a field left out of a config takes this default)
 -------------------------------------------------------------------------------------
-  name            'quickstart' (synthetic, no download), 'cifar10', 'imagenet2012', or any
-                  tfds image-classification dataset prepared as ArrayRecord. 'imagenet2012'
+  name            'quickstart' / 'quickstart2' (synthetic, no download), 'folder:PATH' (class
+                  folders of images in PATH/train, PATH/val; ``bcos_jax.data.folder``),
+                  'cifar10', 'imagenet2012', or any tfds image-classification dataset
+                  prepared as ArrayRecord.                                           'imagenet2012'
   data_dir        tfds data directory; '' = tfds' default ($TFDS_DATA_DIR, ~/tensorflow_datasets). ''
   train_split     split read by training (tfds slicing allowed, 'train[:99%]').      'train'
   eval_split      split read by evaluation.                                          'validation'
@@ -39,8 +41,9 @@ Config fields (``default_config()``; a field left out of a config takes this def
   num_workers     grain worker processes (0: in-process threads only).              0
   num_threads     threads per process, each building whole batches.                 2
   prefetch        batches buffered per process (at least num_threads).              2
-  num_train, num_eval, num_classes, synthetic_seed   quickstart only: split sizes,
-                  classes (2..6), content seed (the dataset, not the training seed). 5000, 1000, 6, 0
+  num_train, num_eval, num_classes, synthetic_seed   synthetic tasks only: split sizes,
+                  classes (2..6 / 2..5; 0 = all of the task), content seed (the dataset,
+                  not the training seed).                                            5000, 1000, 0, 0
 
 Reference recipes (BCOS_REFERENCE §3) as ``default_config(preset)``
 ---------------------------------------------------------------------
@@ -53,6 +56,7 @@ Reference recipes (BCOS_REFERENCE §3) as ``default_config(preset)``
   baseline      as v2 with add_inverse False (standard torchvision models).
   cifar         cifar10: hflip + RandomCrop(32, padding=4); eval unchanged 32x32.
   quickstart    the synthetic dataset at 32x32 with the cifar recipe.
+  quickstart2   the second synthetic task (5 new classes, same generator), likewise.
 
 Preparing real datasets (once; ``docs/data.md``)
 ------------------------------------------------
@@ -67,7 +71,7 @@ ImageNet cannot be downloaded by tfds (licence): get the two tars from image-net
 dataset that is missing or prepared as TFRecord raises ``DatasetNotPreparedError`` with
 these instructions.
 """
-from bcos_jax.data import augment, mixing, recipes, synthetic
+from bcos_jax.data import augment, folder, mixing, recipes, synthetic
 from bcos_jax.data.config import PRESETS, default_config
 from bcos_jax.data.pipeline import DatasetInfo, dataset_info, make_dataset
 from bcos_jax.data.sources import DatasetNotPreparedError, open_source
@@ -79,6 +83,7 @@ __all__ = [
     "augment",
     "dataset_info",
     "default_config",
+    "folder",
     "make_dataset",
     "mixing",
     "open_source",

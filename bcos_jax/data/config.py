@@ -31,10 +31,10 @@ _DEFAULTS = dict(
     num_workers=0,
     num_threads=2,
     prefetch=2,
-    # quickstart only
+    # synthetic tasks only ('quickstart', 'quickstart2')
     num_train=5000,
     num_eval=1000,
-    num_classes=6,
+    num_classes=0,  # the first num_classes classes of the task; 0: all of them
     synthetic_seed=0,
 )
 
@@ -55,6 +55,11 @@ PRESETS = {
     ),
     "quickstart": dict(
         name="quickstart", train_split="train", eval_split="test", image_size=32, eval_resize=0,
+        eval_crop=0, augment="cifar",
+    ),
+    # The second synthetic task (new classes from the quickstart's generator): transfer.
+    "quickstart2": dict(
+        name="quickstart2", train_split="train", eval_split="test", image_size=32, eval_resize=0,
         eval_crop=0, augment="cifar",
     ),
 }
@@ -100,6 +105,6 @@ def validate(cfg: Any) -> None:
     for key in ("image_size", "num_threads", "prefetch"):
         if int(get(cfg, key)) < 1:
             raise ValueError(f"data.{key}={get(cfg, key)}: must be >= 1")
-    for key in ("eval_resize", "eval_crop", "num_workers"):
+    for key in ("eval_resize", "eval_crop", "num_workers", "num_classes"):
         if int(get(cfg, key)) < 0:
             raise ValueError(f"data.{key}={get(cfg, key)}: must be >= 0")

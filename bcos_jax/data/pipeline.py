@@ -1,5 +1,8 @@
 """``make_dataset``: sharded, deterministic, resumable grain pipelines; ``dataset_info``.
 
+Every source of ``bcos_jax.data.sources`` (synthetic tasks, ``folder:PATH``, tfds) goes
+through the same plans, transforms and batching below.
+
 How a training batch is made (every step a pure function of indices, so it can be
 recomputed anywhere and resumed from a counter):
 
@@ -77,7 +80,7 @@ class DatasetInfo:
 
 
 def _eval_image_size(cfg) -> int:
-    if get(cfg, "name") == "quickstart":
+    if sources.is_synthetic(cfg):
         return int(get(cfg, "image_size"))
     return int(get(cfg, "eval_crop") or get(cfg, "image_size"))
 
@@ -85,7 +88,7 @@ def _eval_image_size(cfg) -> int:
 def dataset_info(cfg: Any) -> DatasetInfo:
     """Sizes of the dataset ``cfg`` describes (opens the tfds sources to count them)."""
     validate(cfg)
-    if get(cfg, "name") == "quickstart":
+    if sources.is_synthetic(cfg):
         n_train, n_eval = int(get(cfg, "num_train")), int(get(cfg, "num_eval"))
     else:
         n_train = len(sources.open_source(cfg, get(cfg, "train_split")))
@@ -294,7 +297,7 @@ def make_dataset(
     source = sources.open_source(cfg, split)
     n = len(source)
     num_classes = sources.num_classes(cfg)
-    quickstart = get(cfg, "name") == "quickstart"
+    quickstart = sources.is_synthetic(cfg)  # synthetic tasks: square images with object masks
     image_key, label_key = get(cfg, "image_key"), get(cfg, "label_key")
     local_batch = global_batch_size // process_count
 

@@ -1,8 +1,11 @@
-"""Random-access sources: the quickstart generator or a prepared tfds dataset (no TensorFlow).
+"""Random-access sources: a synthetic task, a folder of images, or a prepared tfds dataset.
 
 ``open_source(cfg, split)`` returns an object with ``len(src)`` and ``src[i]`` -> a dict with
 the decoded uint8 image under ``cfg.image_key`` and the integer class under ``cfg.label_key``
-(plus 'mask' for the quickstart). tfds datasets are read with ``tfds.data_source`` from
+(plus 'mask' for the synthetic tasks). ``cfg.name``: a key of ``synthetic.TASKS``
+('quickstart', 'quickstart2'), ``'folder:PATH'`` (class folders of images, see
+``bcos_jax.data.folder``; no TensorFlow), or a tfds name. tfds datasets are read with
+``tfds.data_source`` from
 ArrayRecord files, which needs Pillow but not TensorFlow; *preparing* them needs TensorFlow
 once (``docs/data.md``). A dataset that is not prepared, or prepared as TFRecord, raises a
 ``DatasetNotPreparedError`` that says how to prepare it.
@@ -10,12 +13,12 @@ once (``docs/data.md``). A dataset that is not prepared, or prepared as TFRecord
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Optional, Tuple
 
-from bcos_jax.data import synthetic
+from bcos_jax.data import folder, synthetic
 from bcos_jax.data.config import get
 
-__all__ = ["DatasetNotPreparedError", "open_source", "num_classes"]
+__all__ = ["DatasetNotPreparedError", "class_names", "is_synthetic", "num_classes", "open_source"]
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -71,27 +74,68 @@ def _tfds_source(name: str, split: str, data_dir: str):
 
 
 @functools.lru_cache(maxsize=4)
-def _quickstart(split: str, size: int, num_classes: int, image_size: int, seed: int):
+def _quickstart(split: str, size: int, num_classes: int, image_size: int, seed: int,
+                task: str = "quickstart"):
     # Rendering a split takes seconds; an evaluation pipeline is rebuilt at every eval.
-    return synthetic.QuickstartSource(split, size, num_classes, image_size, seed)
+    return synthetic.QuickstartSource(split, size, num_classes, image_size, seed, task=task)
+
+
+@functools.lru_cache(maxsize=4)
+def _folder(root: str, split: str, train_split: str):
+    # Opening a split decodes every image once (the up-front check); evaluation pipelines
+    # are rebuilt at every eval and must not pay for it again.
+    return folder.FolderSource(root, split, train_split=train_split)
+
+
+def is_synthetic(cfg: Any) -> bool:
+    """A synthetic task (``synthetic.TASKS``): no download, examples carry object masks."""
+    return get(cfg, "name") in synthetic.TASKS
+
+
+def _synthetic_classes(cfg: Any) -> int:
+    name = get(cfg, "name")
+    n = int(get(cfg, "num_classes"))
+    return n or len(synthetic.get_task(name).class_names)  # 0: all classes of the task
 
 
 def open_source(cfg: Any, split: str):
     """The random-access source of ``split`` of the dataset ``cfg.name``."""
     name = get(cfg, "name")
-    if name == "quickstart":
+    if is_synthetic(cfg):
         size = int(get(cfg, "num_train") if split == "train" else get(cfg, "num_eval"))
-        classes, image_size = int(get(cfg, "num_classes")), int(get(cfg, "image_size"))
-        return _quickstart(split, size, classes, image_size, int(get(cfg, "synthetic_seed")))
+        classes, image_size = _synthetic_classes(cfg), int(get(cfg, "image_size"))
+        return _quickstart(split, size, classes, image_size, int(get(cfg, "synthetic_seed")), name)
+    if folder.is_folder(name):
+        return _folder(folder.folder_root(name), split, get(cfg, "train_split"))
     return _tfds_source(name, split, get(cfg, "data_dir"))
 
 
-def num_classes(cfg: Any) -> int:
-    """Number of classes: ``cfg.num_classes`` for the quickstart, else from the tfds metadata."""
+def class_names(cfg: Any) -> Optional[Tuple[str, ...]]:
+    """The class names, label order (None where a tfds dataset's label has no names)."""
     name = get(cfg, "name")
-    if name == "quickstart":
-        return int(get(cfg, "num_classes"))
+    if is_synthetic(cfg):
+        return tuple(synthetic.get_task(name).class_names[: _synthetic_classes(cfg)])
+    if folder.is_folder(name):
+        return folder.class_names(folder.folder_root(name), get(cfg, "train_split"))
+    feature = _tfds_label_feature(cfg)
+    names = getattr(feature, "names", None)
+    return tuple(names) if names else None
+
+
+def num_classes(cfg: Any) -> int:
+    """Number of classes: of the synthetic task or the folder dataset, else from tfds metadata."""
+    name = get(cfg, "name")
+    if is_synthetic(cfg):
+        return _synthetic_classes(cfg)
+    if folder.is_folder(name):
+        return len(folder.class_names(folder.folder_root(name), get(cfg, "train_split")))
+    return int(_tfds_label_feature(cfg).num_classes)
+
+
+def _tfds_label_feature(cfg: Any):
     import tensorflow_datasets as tfds
+
+    name = get(cfg, "name")
 
     builder = tfds.builder(name, data_dir=get(cfg, "data_dir") or None)
     key = get(cfg, "label_key")
@@ -101,4 +145,4 @@ def num_classes(cfg: Any) -> int:
             f"tfds dataset {name!r} has no ClassLabel feature {key!r} (features: "
             f"{list(builder.info.features)}); set data.label_key"
         )
-    return int(feature.num_classes)
+    return feature

@@ -19,22 +19,35 @@ That makes it a localisation test bed: every example comes with the exact object
 (occluding lines removed), so an explanation can be scored by how much of its positive
 evidence falls on the object.
 
-``QuickstartSource(split, num_examples, num_classes, image_size, seed)`` is a random-access
-source (``len``, ``[i]`` -> ``{'image': uint8 [S, S, 3], 'label': int, 'mask': bool [S, S]}``).
-Example ``i`` of a split depends only on ``(seed, split, i)``; labels are balanced
-(``label = i % num_classes``, the pipeline shuffles). ``make_dataset(cfg)`` serves it when
-``cfg.name == 'quickstart'``; ``save_preview(path)`` writes a PNG grid of examples.
+The second task, ``'quickstart2'`` (``TASKS``), is drawn by the same generator (the same
+backgrounds, clutter, decoys, sizes and occlusions) with five *new* classes, each a new
+shape in a new hue between the quickstart's hues:
+
+    0 star (orange)   1 crescent (chartreuse)   2 frame (spring green)
+    3 bar (violet)    4 checker (rose; a checkered square)
+
+A model trained on the quickstart has learnt to find the one large solid object among the
+clutter and to read its colour and shape there; on the second task it has to map that onto
+classes it has not seen: the transfer / fine-tuning / linear-probe test bed of
+``docs/finetuning.md``. Its decoys take the colours of its own classes.
+
+``QuickstartSource(split, num_examples, num_classes, image_size, seed, task=...)`` is a
+random-access source (``len``, ``[i]`` -> ``{'image': uint8 [S, S, 3], 'label': int,
+'mask': bool [S, S]}``). Example ``i`` of a split depends only on ``(task, seed, split, i)``;
+labels are balanced (``label = i % num_classes``, the pipeline shuffles). ``make_dataset(cfg)``
+serves it when ``cfg.name`` is a key of ``TASKS``; ``save_preview(path)`` writes a PNG grid.
 """
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import functools
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "QuickstartSource", "render", "save_preview", "SPLITS"]
+__all__ = ["CLASS_NAMES", "QuickstartSource", "SPLITS", "TASKS", "Task", "render", "save_preview"]
 
 CLASS_NAMES = ("disc", "square", "triangle", "cross", "ring", "stripes")
 # Hue of each class (red, green, blue, yellow, magenta, cyan), jittered per object. The class
@@ -47,6 +60,43 @@ _CLASS_HUES = (0.0, 0.33, 0.62, 0.15, 0.83, 0.5)
 SPLITS = {"train": 0, "test": 1, "validation": 1}
 
 
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A synthetic classification task: class names, the hue of each, its stream id.
+
+    ``shapes[k]`` names the shape drawn for class ``k`` (``_shape_mask``), ``textures[k]``
+    its texture ('' solid, 'stripes' or 'checker'). ``stream`` keeps the examples of two
+    tasks independent (the quickstart's is 0, so its examples are those it always had).
+    """
+
+    class_names: Tuple[str, ...]
+    hues: Tuple[float, ...]
+    shapes: Tuple[str, ...]
+    textures: Tuple[str, ...]
+    stream: int
+
+
+TASKS = {
+    "quickstart": Task(
+        CLASS_NAMES, _CLASS_HUES,
+        shapes=("disc", "square", "triangle", "cross", "ring", "square"),
+        textures=("", "", "", "", "", "stripes"), stream=0,
+    ),
+    # New shapes in hues halfway between the quickstart's (0, .15, .33, .5, .62, .83).
+    "quickstart2": Task(
+        ("star", "crescent", "frame", "bar", "checker"), (0.075, 0.24, 0.42, 0.72, 0.92),
+        shapes=("star", "crescent", "frame", "bar", "square"),
+        textures=("", "", "", "", "checker"), stream=1,
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown synthetic task {name!r}; tasks: {sorted(TASKS)}")
+    return TASKS[name]
+
+
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.asarray(colorsys.hsv_to_rgb(h % 1.0, s, v), np.float32)
 
@@ -56,8 +106,8 @@ def _any_colour(rng: np.random.Generator) -> np.ndarray:
     return _hsv(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.6, 1.0))
 
 
-def _object_colour(rng: np.random.Generator, label: int) -> np.ndarray:
-    hue = _CLASS_HUES[label] + rng.normal(0.0, 0.035)
+def _object_colour(rng: np.random.Generator, label: int, task: Task = None) -> np.ndarray:
+    hue = (task or TASKS["quickstart"]).hues[label] + rng.normal(0.0, 0.035)
     return _hsv(hue, rng.uniform(0.5, 1.0), rng.uniform(0.6, 1.0))
 
 
@@ -106,11 +156,11 @@ def _draw_clutter(rng, img, yy, xx, size) -> None:
         img[m] = colour
 
 
-def _draw_decoys(rng, img, yy, xx, size, label, area) -> None:
+def _draw_decoys(rng, img, yy, xx, size, label, area, task: Task) -> None:
     """Thin lines and isolated pixels in another class's colour, about as many pixels as the
     object has: a colour histogram of the whole image then no longer tells the class (the
     colour of the larger share wins only about half the time); where the colour sits does."""
-    decoy = int(rng.choice([c for c in range(len(CLASS_NAMES)) if c != label]))
+    decoy = int(rng.choice([c for c in range(len(task.class_names)) if c != label]))
     m = np.zeros((size, size), bool)
     for _ in range(rng.integers(1, 4)):
         p0, p1 = rng.uniform(0, 1, (2, 2)) * size
@@ -119,51 +169,72 @@ def _draw_decoys(rng, img, yy, xx, size, label, area) -> None:
     if rest > 0:
         m |= rng.random((size, size)) < rest / (size * size)
     noise = np.float32(0.04) * rng.standard_normal((int(m.sum()), 3), dtype=np.float32)
-    img[m] = _object_colour(rng, decoy) + noise
+    img[m] = _object_colour(rng, decoy, task) + noise
 
 
-def _shape_mask(label: int, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
-    """Pixels of shape ``label`` in object coordinates (u, v rotated, centred), circumradius r."""
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    """Pixels of ``shape`` in object coordinates (u, v rotated, centred), circumradius r."""
     d2 = u * u + v * v
-    if label == 0:  # disc
+    if shape == "disc":
         return d2 <= r * r
-    if label in (1, 5):  # square (class 5 is a striped square, see render)
+    if shape == "square":
         a = 0.75 * r
         return (np.abs(u) <= a) & (np.abs(v) <= a)
-    if label == 2:  # equilateral triangle: inside three half-planes (circumradius 1.2 r)
+    if shape == "triangle":  # equilateral: inside three half-planes (circumradius 1.2 r)
         m = np.ones(u.shape, bool)
         for k in range(3):
             a = np.pi / 2 + 2 * np.pi * k / 3
             m &= u * np.cos(a) + v * np.sin(a) <= 0.6 * r
         return m
-    if label == 3:  # cross: two bars
+    if shape == "cross":  # two bars
         w, a = 0.27 * r, 0.95 * r
         return ((np.abs(u) <= w) & (np.abs(v) <= a)) | ((np.abs(v) <= w) & (np.abs(u) <= a))
-    if label == 4:  # ring
+    if shape == "ring":
         return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
-    raise ValueError(f"unknown quickstart class {label}")
+    if shape == "star":  # five points: the radius falls linearly from r (tips) to 0.45 r
+        t = (np.arctan2(v, u) * 5 / (2 * np.pi)) % 1.0
+        return np.sqrt(d2) <= r * (0.45 + 0.55 * np.abs(2 * t - 1))
+    if shape == "crescent":  # a disc less a smaller disc shifted along u
+        return (d2 <= r * r) & ((u - 0.45 * r) ** 2 + v * v > (0.8 * r) ** 2)
+    if shape == "frame":  # a square outline
+        a, b = 0.8 * r, 0.42 * r
+        inner = (np.abs(u) <= b) & (np.abs(v) <= b)
+        return (np.abs(u) <= a) & (np.abs(v) <= a) & ~inner
+    if shape == "bar":  # an elongated rectangle
+        return (np.abs(u) <= 0.95 * r) & (np.abs(v) <= 0.32 * r)
+    raise ValueError(f"unknown synthetic shape {shape!r}")
 
 
-def render(rng: np.random.Generator, label: int, size: int) -> Dict[str, np.ndarray]:
-    """Draw one example of class ``label``: {'image': uint8 [size, size, 3], 'mask': bool [size, size]}."""
-    if not 0 <= label < len(CLASS_NAMES):
-        raise ValueError(f"label {label} out of range: the quickstart has {len(CLASS_NAMES)} classes")
+def render(
+    rng: np.random.Generator, label: int, size: int, task: str = "quickstart"
+) -> Dict[str, np.ndarray]:
+    """Draw one example of class ``label`` of ``task`` (a key of ``TASKS``):
+    {'image': uint8 [size, size, 3], 'mask': bool [size, size]}."""
+    t = get_task(task)
+    if not 0 <= label < len(t.class_names):
+        raise ValueError(f"label {label} out of range: {task} has {len(t.class_names)} classes")
     yy, xx, _ = _grids(size)
     r = rng.uniform(0.25, 0.4) * size
     cy, cx = rng.uniform(r, size - r, 2)
     theta = rng.uniform(0, 2 * np.pi)
     u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
     v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
-    mask = _shape_mask(label, u, v, r)
+    mask = _shape_mask(t.shapes[label], u, v, r)
 
     img = _background(rng, size)
     _draw_clutter(rng, img, yy, xx, size)
-    _draw_decoys(rng, img, yy, xx, size, label, int(mask.sum()))
-    colour = _object_colour(rng, label)
-    if label == 5:  # stripes: the object colour alternating with a darker shade of it
+    _draw_decoys(rng, img, yy, xx, size, label, int(mask.sum()), t)
+    colour = _object_colour(rng, label, t)
+    texture = t.textures[label]
+    if texture == "stripes":  # the object colour alternating with a darker shade of it
         period = rng.uniform(0.3, 0.45) * r
         phi = rng.uniform(0, np.pi)
         on = np.sin(2 * np.pi * (u * np.cos(phi) + v * np.sin(phi)) / period) > 0
+        pixels = np.where(on[..., None], colour, colour * rng.uniform(0.2, 0.45))
+        img[mask] = pixels[mask]
+    elif texture == "checker":  # 2x2..3x3 cells, alternating with a darker shade
+        cell = rng.uniform(0.4, 0.55) * r
+        on = (np.floor(u / cell) + np.floor(v / cell)) % 2 == 0
         pixels = np.where(on[..., None], colour, colour * rng.uniform(0.2, 0.45))
         img[mask] = pixels[mask]
     else:
@@ -180,16 +251,18 @@ def render(rng: np.random.Generator, label: int, size: int) -> Dict[str, np.ndar
 
 
 class QuickstartSource:
-    """Random-access source of the quickstart dataset (grain ``RandomAccessDataSource``).
+    """Random-access source of a synthetic task (grain ``RandomAccessDataSource``).
 
     Args:
       split: 'train', or 'test' / 'validation' (one held-out split).
       num_examples: length of the split.
-      num_classes: 2..6; the first ``num_classes`` of ``CLASS_NAMES``.
+      num_classes: 2..(classes of the task); the first ``num_classes`` of its class names.
+        None: all of them.
       image_size: side S of the square images.
       seed: the dataset's content seed (not the training seed).
       cache: render every example once on construction (a few seconds for thousands of
         32x32 images) instead of on every access; examples are identical either way.
+      task: a key of ``TASKS``: 'quickstart' (6 classes) or 'quickstart2' (5 new ones).
 
     ``src[i]`` -> {'image': uint8 [S, S, 3], 'label': int, 'mask': bool [S, S]}.
     """
@@ -198,21 +271,26 @@ class QuickstartSource:
         self,
         split: str = "train",
         num_examples: int = 5000,
-        num_classes: int = 6,
+        num_classes: Optional[int] = 6,
         image_size: int = 32,
         seed: int = 0,
         cache: bool = True,
+        task: str = "quickstart",
     ):
+        t = get_task(task)
+        n_task = len(t.class_names)
+        num_classes = n_task if num_classes is None else num_classes
         if split not in SPLITS:
-            raise ValueError(f"quickstart split {split!r} unknown; use one of {sorted(SPLITS)}")
-        if not 2 <= num_classes <= len(CLASS_NAMES):
-            raise ValueError(f"quickstart num_classes={num_classes}: must be in [2, {len(CLASS_NAMES)}]")
+            raise ValueError(f"{task} split {split!r} unknown; use one of {sorted(SPLITS)}")
+        if not 2 <= num_classes <= n_task:
+            raise ValueError(f"{task} num_classes={num_classes}: must be in [2, {n_task}]")
         if image_size < 16:
-            raise ValueError(f"quickstart image_size={image_size}: must be at least 16 pixels")
+            raise ValueError(f"{task} image_size={image_size}: must be at least 16 pixels")
         if num_examples < 1:
-            raise ValueError(f"quickstart num_examples={num_examples}: must be positive")
+            raise ValueError(f"{task} num_examples={num_examples}: must be positive")
         self.split, self.num_examples, self.num_classes = split, int(num_examples), int(num_classes)
-        self.image_size, self.seed = int(image_size), int(seed)
+        self.image_size, self.seed, self.task = int(image_size), int(seed), task
+        self.class_names = t.class_names[: self.num_classes]
         self._images: Optional[np.ndarray] = None
         self._masks: Optional[np.ndarray] = None
         if cache:
@@ -221,8 +299,10 @@ class QuickstartSource:
             self._masks = np.stack([e["mask"] for e in examples])
 
     def _render(self, index: int) -> Dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
-        return render(rng, index % self.num_classes, self.image_size)
+        key = [self.seed, SPLITS[self.split], index]
+        stream = TASKS[self.task].stream
+        rng = np.random.default_rng(key + [stream] if stream else key)  # quickstart: as always
+        return render(rng, index % self.num_classes, self.image_size, self.task)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -230,7 +310,9 @@ class QuickstartSource:
     def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
         index = int(index)
         if not 0 <= index < self.num_examples:
-            raise IndexError(f"index {index} out of range for a quickstart split of {self.num_examples}")
+            raise IndexError(
+                f"index {index} out of range for a {self.task} split of {self.num_examples}"
+            )
         if self._images is not None:
             image, mask = self._images[index], self._masks[index]
         else:
@@ -241,27 +323,32 @@ class QuickstartSource:
     def __repr__(self) -> str:
         return (
             f"QuickstartSource(split={self.split!r}, num_examples={self.num_examples}, "
-            f"num_classes={self.num_classes}, image_size={self.image_size}, seed={self.seed})"
+            f"num_classes={self.num_classes}, image_size={self.image_size}, seed={self.seed}, "
+            f"task={self.task!r})"
         )
 
 
 def save_preview(
     path: str,
     num_per_class: int = 8,
-    num_classes: int = len(CLASS_NAMES),
+    num_classes: Optional[int] = None,
     image_size: int = 32,
     seed: int = 0,
     split: str = "train",
     scale: int = 4,
     with_masks: bool = True,
+    task: str = "quickstart",
 ) -> str:
-    """Write a PNG grid of quickstart examples: one row per class (images, then their masks).
+    """Write a PNG grid of examples of ``task``: one row per class (images, then their masks);
+    ``num_classes`` None: all classes of the task.
 
     Returns the path. The file is written under a temporary name and renamed.
     """
     from PIL import Image
 
-    src = QuickstartSource(split, num_per_class * num_classes, num_classes, image_size, seed, cache=False)
+    num_classes = num_classes or len(get_task(task).class_names)
+    src = QuickstartSource(split, num_per_class * num_classes, num_classes, image_size, seed,
+                           cache=False, task=task)
     pad = 2
     tile = image_size + pad
     cols = num_per_class * (2 if with_masks else 1)
