@@ -60,14 +60,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bcos_jax.constants import IMAGENET_MEAN, IMAGENET_STD
 from bcos_jax.explain import logits_of
 
 Array = jax.Array
 
 __all__ = ["ModelFns", "FeatureSite", "as_model_fns", "from_model", "from_zoo", "imagenet_normalize"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _identity(x):

@@ -24,12 +24,12 @@ are named ``'0'`` ... ``'8'`` (no key prefix).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 
+from bcos_jax.constants import V1_CIFAR10_LOGIT_BIAS
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import check_input, global_avg_pool, spec
 
@@ -98,7 +98,7 @@ class CIFAR9L(nn.Module):
     b: float = 2.0
     scale: Optional[float] = None
     logit_temperature: Optional[float] = None
-    logit_bias: float = math.log(0.1 / 0.9)
+    logit_bias: float = V1_CIFAR10_LOGIT_BIAS
     max_out: int = 2
     widths: Sequence[int] = _WIDTHS
     dtype: Any = None

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
+from bcos_jax.constants import IMAGENET_MEAN, IMAGENET_STD  # re-exported
+
 Array = jax.Array
 
 __all__ = [
@@ -41,8 +43,6 @@ __all__ = [
     "IMAGENET_STD",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,12 +17,12 @@ where each parameterised layer sits so that both state_dicts convert with
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
 
+from bcos_jax.constants import v2_logit_bias
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import Scope as _Scope
 from bcos_jax.models.common import (
@@ -233,7 +233,7 @@ class ConvNeXt(nn.Module):
         else:
             x = global_avg_pool(_Scope(name="classifier")(classifier, x))
         if self.logit_layer:
-            bias = -math.log(self.num_classes - 1) if self.logit_bias is None else self.logit_bias
+            bias = v2_logit_bias(self.num_classes) if self.logit_bias is None else self.logit_bias
             x = LogitLayer(bias=bias)(x)
         return x
 

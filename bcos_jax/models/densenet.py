@@ -16,7 +16,6 @@ convert with ``bcos_jax.convert.from_torch``.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from bcos_jax import norms
+from bcos_jax.constants import V1_IMAGENET_LOGIT_BIAS, v2_logit_bias
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import (
     StandardBatchNorm,
@@ -41,8 +41,6 @@ ModuleDef = Callable[..., nn.Module]
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNetFeatures", "DenseNet", "MODELS"]
 
-# v1 FinalLayer bias: a prior of 1 % for every class (BCOS_REFERENCE §3.1).
-V1_LOGIT_BIAS = math.log(0.01 / 0.99)
 
 
 def _norm_act(
@@ -226,7 +224,7 @@ class DenseNet(nn.Module):
             raise ValueError(f"head must be 'conv' or 'linear', got {self.head!r}")
         # B-cos: class evidence maps first, pooled afterwards (BCOS_REFERENCE §1.6).
         x = conv(self.num_classes, kernel_size=1, name="classifier")(x, explain)
-        bias = -math.log(self.num_classes - 1) if self.logit_bias is None else self.logit_bias
+        bias = v2_logit_bias(self.num_classes) if self.logit_bias is None else self.logit_bias
         return LogitLayer(temperature=self.logit_temperature, bias=bias)(global_avg_pool(x))
 
 
@@ -265,7 +263,7 @@ _V1 = dict(
     conv=partial(BcosConv, max_out=2, scale_fact=100.0),
     norm=None,
     logit_temperature=1e-3,  # DenseNet-121 config (v1 experiments/Imagenet/bcos)
-    logit_bias=V1_LOGIT_BIAS,
+    logit_bias=V1_IMAGENET_LOGIT_BIAS,
 )
 _STANDARD = dict(conv=StandardConv, norm=StandardBatchNorm, act=nn.relu, stem_pool="max", head="linear")
 

@@ -26,17 +26,15 @@ in ``nn.Sequential(net, pool, FinalLayer)``) and torchvision's (no prefix).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bcos_jax.constants import IMAGENET_MEAN, IMAGENET_STD, V1_IMAGENET_LOGIT_BIAS
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     StandardBatchNorm,
     StandardConv,
     StandardDense,
@@ -277,7 +275,7 @@ class Inception3(nn.Module):
     dropout: float = 0.0
     transform_input: bool = False
     logit_temperature: Optional[float] = 1.0
-    logit_bias: Optional[float] = math.log(0.01 / 0.99)
+    logit_bias: Optional[float] = V1_IMAGENET_LOGIT_BIAS
     in_channels: Optional[int] = None
 
     @nn.compact

@@ -26,13 +26,13 @@ for standard ones. Output: logits [N, num_classes].
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, ClassVar, Dict, Optional, Sequence
 
 import flax.linen as nn
 import jax
 
 from bcos_jax import norms
+from bcos_jax.constants import V1_IMAGENET_LOGIT_BIAS, v2_logit_bias
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import (
     ModelSpec,
@@ -57,7 +57,6 @@ __all__ = [
     "MODELS",
     "ResNet",
     "ResStage",
-    "V1_LOGIT_BIAS",
     "V1_TEMPERATURE",
     "avg_pool_3x3",
     "max_pool_3x3",
@@ -69,7 +68,6 @@ BNU_NO_BIAS = norms.no_bias(norms.BatchNormUncentered)
 # without an experiment config): NoBias(DetachablePositionNorm2d), eps 1e-5.
 PN_NO_BIAS = norms.no_bias(norms.PositionNorm)
 V1_CONV = partial(BcosConv, max_out=2, scale_fact=100.0)
-V1_LOGIT_BIAS = math.log(0.01 / 0.99)
 # Only v1 ResNet-34 has a config (logit_temperature 1e1); the other depths use the same.
 V1_TEMPERATURE = 10.0
 # The v1 release (moboehle/B-cos experiments/Imagenet/bcos/experiment_parameters.py).
@@ -260,7 +258,7 @@ class ResNet(nn.Module):
         if self.dense is not None:
             return self.dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
         x = self.conv(self.num_classes, kernel_size=1, dtype=self.dtype, name="fc")(x, explain)
-        bias = -math.log(self.num_classes - 1) if self.logit_bias is None else self.logit_bias
+        bias = v2_logit_bias(self.num_classes) if self.logit_bias is None else self.logit_bias
         return LogitLayer(temperature=self.logit_temperature, bias=bias)(global_avg_pool(x))
 
     def _features(self, x: Array, train: bool, explain: bool) -> Array:
@@ -369,7 +367,7 @@ _STANDARD = dict(
     conv=StandardConv, norm=StandardBatchNorm, act=nn.relu, pool=max_pool_3x3, dense=StandardDense
 )
 _V1 = dict(
-    conv=V1_CONV, norm=norms.Identity, logit_bias=V1_LOGIT_BIAS, logit_temperature=V1_TEMPERATURE
+    conv=V1_CONV, norm=norms.Identity, logit_bias=V1_IMAGENET_LOGIT_BIAS, logit_temperature=V1_TEMPERATURE
 )
 
 # name -> (block, layers, extra ResNet fields)

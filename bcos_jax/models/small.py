@@ -10,7 +10,6 @@ It follows the zoo's contract: ``model.apply(variables, x, train=False, explain=
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from bcos_jax import norms
+from bcos_jax.constants import v2_logit_bias
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import ModelSpec, check_input, global_avg_pool
 
@@ -64,7 +64,7 @@ class SmallBcosCNN(nn.Module):
                 i += 1
         x = conv(self.num_classes, 1, name="classifier")(x, explain=explain)
         x = global_avg_pool(x).astype(jnp.float32)
-        bias = self.logit_bias if self.logit_bias is not None else -math.log(self.num_classes - 1)
+        bias = self.logit_bias if self.logit_bias is not None else v2_logit_bias(self.num_classes)
         return LogitLayer(bias=bias)(x)
 
 

@@ -22,7 +22,6 @@ as ``nn.Identity``), v1 ``[conv, pool]``, torchvision ``[conv, (bn), relu, pool]
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bcos_jax import norms
+from bcos_jax.constants import V1_IMAGENET_LOGIT_BIAS, v2_logit_bias
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import (
     StandardBatchNorm,
@@ -206,7 +206,7 @@ class VGG(nn.Module):
             return classifier(x, train, explain)
         # B-cos: class evidence maps first, pooled afterwards (BCOS_REFERENCE §1.6).
         x = global_avg_pool(classifier(x, train, explain))
-        bias = -math.log(self.num_classes - 1) if self.logit_bias is None else self.logit_bias
+        bias = v2_logit_bias(self.num_classes) if self.logit_bias is None else self.logit_bias
         return LogitLayer(temperature=self.logit_temperature, bias=bias)(x)
 
 
@@ -215,7 +215,7 @@ _V1 = dict(
     conv=partial(BcosConv, max_out=2, scale_fact=1000.0),
     norm=None,
     logit_temperature=0.1,  # VGG-11 config (v1 experiments/Imagenet/bcos)
-    logit_bias=math.log(0.01 / 0.99),
+    logit_bias=V1_IMAGENET_LOGIT_BIAS,
 )
 _STANDARD = dict(conv=partial(StandardConv, use_bias=True), act=nn.relu, pool="max", head="linear")
 

@@ -20,13 +20,13 @@ together with the logit bias (the PyTorch reference drops it silently; see
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bcos_jax.constants import VIT_LOGIT_BIAS, v2_logit_bias
 from bcos_jax.layers import BcosConv, BcosDense, LogitLayer
 from bcos_jax.models.common import Scope as _Scope
 from bcos_jax.models.common import StandardConv, StandardDense, check_input, partial, spec
@@ -57,6 +57,15 @@ def bcos_linear(features: int, use_bias: bool = False, **kwargs: Any) -> BcosDen
 
 
 bcos_linear.builds_bcos_layer = True  # models.common.with_remat: takes remat=True
+
+
+def apply_act(act: Optional[Callable[..., Array]], y: Array, explain: bool) -> Array:
+    """``act(y)``; None is the identity. An activation whose gate must be detached in
+    explanation mode (``bcosified.detachable_gelu``) says so with ``takes_explain = True``
+    and is called as ``act(y, explain=explain)``."""
+    if act is None:
+        return y
+    return act(y, explain=explain) if getattr(act, "takes_explain", False) else act(y)
 
 
 def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.0, dtype: Any = jnp.float32) -> Array:
@@ -136,8 +145,7 @@ class FeedForward(nn.Module):
         def net(y):
             y = self.norm(name="norm")(y, train=train, explain=explain)
             y = self.linear(self.hidden_dim, dtype=self.dtype, name="linear1")(y, explain)
-            if self.act is not None:
-                y = self.act(y)
+            y = apply_act(self.act, y, explain)
             return self.linear(self.dim, dtype=self.dtype, name="linear2")(y, explain)
 
         return _Scope(name="net")(net, x)
@@ -180,6 +188,8 @@ class SimpleViT(nn.Module):
       conv, norm, norm2d: factories of the stem convs, the token norms, the stem norms.
       act: activation of the stem and the feed-forward block (None: identity).
       logit_layer, logit_bias: add ``logit_bias`` (None: ``-log(num_classes - 1)``).
+      pool_after_head: apply ``linear_head`` to every token, then average the tokens (the
+        B-cosified ViTs' "gap_reorder", Arya et al. 2024); False: average, then the head.
       temperature: of the sin-cos positional embedding.
       dtype: computation dtype of convs/linear layers (None: from inputs).
       in_channels: channels the input must have (checked with an error naming the fix,
@@ -200,6 +210,7 @@ class SimpleViT(nn.Module):
     norm2d: Factory = no_bias(LayerNorm2d)
     act: Optional[Callable[[Array], Array]] = None
     logit_layer: bool = True
+    pool_after_head: bool = False
     logit_bias: Optional[float] = None
     temperature: float = 10_000.0
     dtype: Any = None
@@ -208,7 +219,8 @@ class SimpleViT(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
         check_input(x, self.in_channels, "SimpleViT")
-        act = self.act if self.act is not None else (lambda y: y)
+        def act(y):
+            return apply_act(self.act, y, explain)
 
         def conv_stem(y):
             # Reference: Sequential([conv, norm, act] * len(conv_stem)); act holds no parameters.
@@ -251,9 +263,12 @@ class SimpleViT(nn.Module):
         pe = PosEmbSinCos2d(self.temperature, name="positional_embedding")(h, w, d, x.dtype)
         x = x.reshape(n, h * w, d) + pe
         x = _Scope(name="transformer")(transformer, x)
-        x = _Scope(name="linear_head")(linear_head, jnp.mean(x, axis=1))
+        if self.pool_after_head:
+            x = jnp.mean(_Scope(name="linear_head")(linear_head, x), axis=1)
+        else:
+            x = _Scope(name="linear_head")(linear_head, jnp.mean(x, axis=1))
         if self.logit_layer:
-            bias = -math.log(self.num_classes - 1) if self.logit_bias is None else self.logit_bias
+            bias = v2_logit_bias(self.num_classes) if self.logit_bias is None else self.logit_bias
             x = LogitLayer(bias=bias)(x)
         return x
 
@@ -278,7 +293,7 @@ _BCOS = dict(
     act=None,
     logit_layer=True,
     # The vit_final config fixes log(1/999), whatever num_classes is (as here).
-    logit_bias=math.log(1 / 999),
+    logit_bias=VIT_LOGIT_BIAS,
 )
 _STANDARD = dict(
     linear=StandardDense,
