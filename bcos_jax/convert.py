@@ -65,11 +65,16 @@ def to_numpy_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
 
 
 def load_torch_checkpoint(path: str) -> Dict[str, np.ndarray]:
-    """Read a ``.pth``/``.pt`` (with ``torch.load(weights_only=True)``) or ``.safetensors`` file.
+    """Read a ``.pth``/``.pt`` (``torch.save``) or ``.safetensors`` file; PyTorch is not needed.
 
-    Pickled code (anything but tensors and plain containers) is refused by torch's
-    weights-only unpickler before it can run. A Lightning-style ``{'state_dict': ...}`` is
-    unwrapped. Returns a flat ``{key: np.ndarray}``.
+    ``.pth`` files are read by ``bcos_jax.torch_file`` (zip and legacy formats), a restricted
+    unpickler that accepts only tensors and plain containers: a file whose pickle asks for
+    anything else is refused (``torch_file.UnsafeCheckpointError``, a ValueError naming the
+    global) and nothing in it runs. The arrays are bitwise those of
+    ``torch.load(path, weights_only=True)``, in their stored dtype (bfloat16 as
+    ``ml_dtypes.bfloat16``). Only the pre-2017 tar format of ``torch.save`` falls back to
+    ``torch.load(weights_only=True)`` (PyTorch needed). A Lightning-style
+    ``{'state_dict': ...}`` is unwrapped. Returns a flat ``{key: np.ndarray}``.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
@@ -78,28 +83,48 @@ def load_torch_checkpoint(path: str) -> Dict[str, np.ndarray]:
 
         try:
             return dict(load_file(path))
-        except Exception as e:  # noqa: BLE001 - re-raised with the path
+        except Exception as e:  # re-raised with the path
             raise ValueError(f"{path}: not a readable .safetensors file ({e})") from e
+    from bcos_jax import torch_file
+
+    try:
+        obj = torch_file.load(path)
+    except torch_file.UnsafeCheckpointError as e:
+        raise torch_file.UnsafeCheckpointError(
+            f"{path}: refused to load: it is not a plain weights file ({e}). Nothing in it was "
+            "run; ask for a .safetensors file."
+        ) from e
+    except torch_file.UnsupportedFormatError:
+        obj = _torch_load(path)
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(
+            f"{path}: expected a state_dict (a mapping of tensors), got {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items()
+           if not (isinstance(v, np.ndarray) or hasattr(v, "detach"))]
+    if bad:
+        raise ValueError(f"{path}: state_dict entries that are not tensors: {', '.join(bad[:10])}")
+    return to_numpy_state_dict(obj)
+
+
+def _torch_load(path: str) -> Any:
+    """``torch.load(weights_only=True)``: the fallback for formats ``torch_file`` does not read."""
     try:
         import torch
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            f"reading {path!r} needs PyTorch (pip install 'bcos-jax[torch]'), or convert it to "
-            ".safetensors first"
+            f"reading {path!r} (the pre-2017 tar format of torch.save) needs PyTorch "
+            "(pip install 'bcos-jax[torch]'), or convert it to .safetensors first"
         ) from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and others
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError and others
         raise ValueError(
             f"{path}: refused to load: it is not a plain weights file (torch.load with "
             f"weights_only=True failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}). "
             "Files carrying pickled code are never executed; ask for a .safetensors file."
         ) from e
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state_dict (a mapping of tensors), got {type(obj).__name__}")
-    return to_numpy_state_dict(obj)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: Tuple[str, ...] = ()) -> Dict[Tuple[str, ...], Any]:
