@@ -5,10 +5,10 @@
 Every layer takes a static ``explain`` flag. In explanation mode the dynamic scale
 ``|cos|^(B-1)`` (and the patch norm inside it) is wrapped in ``jax.lax.stop_gradient``,
 so that the input gradient of a stack of such layers is exactly the row of the
-dynamic linear map W(x) (BCOS_REFERENCE §1.2). Nothing is stored on the module: the
+dynamic linear map W(x) (docs/bcos.md §5). Nothing is stored on the module: the
 mode is an argument, so it is part of the trace and cannot leak between calls.
 
-Numerics follow the PyTorch reference exactly (BCOS_REFERENCE §8): no epsilon in the
+Numerics follow the PyTorch reference exactly (docs/bcos.md §1, §10): no epsilon in the
 weight normalisation, ``sqrt(Σ_window Σ_c x² + 1e-6)`` as the conv patch norm,
 ``‖x‖ + 1e-12`` for dense layers, ``(|cos| + 1e-6)^(B-1)`` for B ≠ 2.
 """

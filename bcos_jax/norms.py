@@ -1,4 +1,4 @@
-"""Normalisation layers of B-cos networks (BCOS_REFERENCE §1.3), NHWC, feature axis last.
+"""Normalisation layers of B-cos networks (docs/bcos.md §6), NHWC, feature axis last.
 
 Two families:
 

@@ -1,6 +1,6 @@
 """Host-side pictures of explanations (NumPy + Pillow; no matplotlib, no JAX needed).
 
-* ``gradient_to_image``: the coloured B-cos explanation (BCOS_REFERENCE §5.2), RGBA.
+* ``gradient_to_image``: the coloured B-cos explanation (docs/bcos.md §9), RGBA.
 * ``contribution_map_image``: the per-pixel contributions in a symmetric blue-white-red map.
 * ``save_grid``: a PNG of images next to their explanations.
 

@@ -2,13 +2,13 @@
 
     python train.py --config configs/cifar10_v1_9l.py:2 --workdir runs/cifar_9l_b2
 
-Reference (§3.2, moboehle/B-cos experiments/CIFAR10/bcos): Adam, batch 64, 100 epochs,
-lr per epoch ``1e-3·cos(π·e/200) + 1e-5`` with epoch 0 at the construction lr 5e-4; BCE on
-one-hot targets; flip + RandomCrop(32, padding 4); [x, 1-x] input. The per-B layer scale
-and logit temperature are in the zoo models ``v1_cifar10_9l_b{100,...,250}``.
+Reference (docs/recipes.md §2, moboehle/B-cos experiments/CIFAR10/bcos): Adam, batch 64, 100
+epochs, lr per epoch ``1e-3·cos(π·e/200) + 1e-5`` with epoch 0 at the construction lr 5e-4;
+BCE on one-hot targets; flip + RandomCrop(32, padding 4); [x, 1-x] input. The per-B layer
+scale and logit temperature are in the zoo models ``v1_cifar10_9l_b{100,...,250}``.
 Arg: B in 1, 1.25, 1.5, 1.75, 2, 2.25, 2.5. Hardware: one GPU, about an hour; CPU: hours.
-Expected top-1 (§4.2): B=1 93.53, 1.25 93.81, 1.5 93.69, 1.75 93.69, 2 93.19, 2.25 92.60,
-2.5 92.37.
+Expected top-1 (docs/recipes.md §9): B=1 93.53, 1.25 93.81, 1.5 93.69, 1.75 93.69, 2 93.19,
+2.25 92.60, 2.5 92.37.
 """
 from bcos_jax.training.defaults import default_config
 

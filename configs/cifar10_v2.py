@@ -3,14 +3,14 @@
     python train.py --config configs/cifar10_v2.py:resnet20 --workdir runs/cifar_r20
     python train.py --config configs/cifar10_v2.py:resnet56/bnu-linear --workdir runs/cifar_r56_bnu
 
-Reference (§3.6, bcos/experiments/CIFAR10/norm_ablations_final): Adam lr 1e-3, batch 64,
-100 epochs, per-epoch cosine to 0 without warm-up, BCE on one-hot targets, no AGC; flip +
-RandomCrop(32, padding 4); B=2, MaxOut 2 (``-nomaxout``: 1), logit bias −log 9.
+Reference (docs/recipes.md §6, bcos/experiments/CIFAR10/norm_ablations_final): Adam lr 1e-3,
+batch 64, 100 epochs, per-epoch cosine to 0 without warm-up, BCE on one-hot targets, no AGC;
+flip + RandomCrop(32, padding 4); B=2, MaxOut 2 (``-nomaxout``: 1), logit bias −log 9.
 Arg: ``resnet{20,32,44,56}[/NORM][-nomaxout]``; NORM is one of the reference's ablation
 norms (``none`` — the default, as the plain ``resnet_20`` config — or an, bn, gn, in, ln, pn,
 anu, bnu, gnu, inu, lnu, pnu, each optionally ``-linear`` or ``-unaffine``).
 Hardware: one GPU, under an hour per model. Expected: no published per-norm table was
-retrievable (BCOS_REFERENCE §3.6); ~90 % top-1 is typical for ResNet-20.
+retrievable (docs/recipes.md §6); ~90 % top-1 is typical for ResNet-20.
 """
 from bcos_jax.training.defaults import default_config
 

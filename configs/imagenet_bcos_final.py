@@ -3,7 +3,7 @@
     python train.py --config configs/imagenet_bcos_final.py:resnet50 --workdir runs/r50 \\
         --config.data.data_dir=$TFDS_DATA_DIR
 
-Reference (BCOS_REFERENCE §3.3, bcos/experiments/ImageNet/bcos_final): Adam lr 1e-3, no
+Reference (docs/recipes.md §3, bcos/experiments/ImageNet/bcos_final): Adam lr 1e-3, no
 weight decay, global batch 256 (64 × 4 GPUs), 90 epochs (ResNeXt 100), lr per epoch:
 5 linear warm-up epochs from 0.01·lr, then cosine to 0; unit-wise AGC (0.01);
 UniformOffLabels BCE (off targets 1/1000); RandomResizedCrop(224) + flip; eval resize 256,
@@ -11,7 +11,7 @@ centre crop 224; [x, 1-x] input; fp32. Arg: a zoo name (resnet18/34/50/101/152,
 resnext50_32x4d, densenet121/161/169/201, vgg11_bnu).
 Hardware: one GPU works (slowly; use --config.compute_dtype=bfloat16); a v5e-16 / v4-16
 pod slice trains ResNet-50 in about a day (see docs/training.md for the compiled memory).
-Expected top-1 (official weights, §4.1): resnet18 68.7, resnet34 72.3, resnet50 75.9,
+Expected top-1 (official weights, docs/recipes.md §8): resnet18 68.7, resnet34 72.3, resnet50 75.9,
 resnet101 76.5, resnet152 76.5, resnext50_32x4d 75.8, densenet121 73.6, densenet161 76.6,
 densenet169 75.2, densenet201 75.5, vgg11_bnu 69.3.
 """

@@ -2,16 +2,16 @@
 
     python train.py --config configs/imagenet_bcos_final_long.py:resnet50_long --workdir runs/r50_long
 
-Reference (§3.4, bcos/experiments/ImageNet/bcos_final_long): Adam lr 1e-3, global batch
-1024 (128 × 8 GPUs; convnext_base* and resnet152 as 2 accumulated micro-batches of 512),
-600 epochs, per-epoch cosine after 5 linear warm-up epochs (factor 0.01), unit-wise AGC,
-UniformOffLabels BCE; train crop 176 with TrivialAugmentWide, RandomErasing(0.1),
-mixup 0.2 / cutmix 1.0 (one per batch), repeated augmentation ×4 (not for DenseNet);
-eval resize 232, crop 224; EMA of the weights (decay 0.99998 adjusted, every 32 steps,
-reset during warm-up); stochastic depth 0.1 (ResNets; ConvNeXt defaults).
+Reference (docs/recipes.md §4, bcos/experiments/ImageNet/bcos_final_long): Adam lr 1e-3,
+global batch 1024 (128 × 8 GPUs; convnext_base* and resnet152 as 2 accumulated micro-batches
+of 512), 600 epochs, per-epoch cosine after 5 linear warm-up epochs (factor 0.01), unit-wise
+AGC, UniformOffLabels BCE; train crop 176 with TrivialAugmentWide, RandomErasing(0.1), mixup
+0.2 / cutmix 1.0 (one per batch), repeated augmentation ×4 (not for DenseNet); eval resize
+232, crop 224; EMA of the weights (decay 0.99998 adjusted, every 32 steps, reset during
+warm-up); stochastic depth 0.1 (ResNets; ConvNeXt defaults).
 Arg: resnet50_long, resnet152_long, densenet121_long, convnext_tiny, convnext_base (position
 norm) or convnext_tiny_bnu, convnext_base_bnu.
-Hardware: a v5e-64 / 8-GPU node class job (600 epochs). Expected top-1 (§4.1):
+Hardware: a v5e-64 / 8-GPU node class job (600 epochs). Expected top-1 (docs/recipes.md §8):
 resnet50_long 79.5, resnet152_long 80.1, densenet121_long 77.3, convnext_tiny 77.5,
 convnext_base 79.7, convnext_tiny_bnu 76.8, convnext_base_bnu 80.1.
 """

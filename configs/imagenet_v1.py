@@ -2,18 +2,18 @@
 
     python train.py --config configs/imagenet_v1.py:resnet34 --workdir runs/v1_r34
 
-Reference (§3.1, moboehle/B-cos experiments/Imagenet/bcos): Adam (no weight decay), lr
-2.5e-4 (Inception 5e-4) × 0.1 every 60 epochs, 100 epochs, lr set per epoch; global batch
-256 (VGG-11: 2 accumulated micro-batches of 128); BCE on one-hot targets (Inception + aux
-loss, weight 1); RandAugment(2, 9) → RandomResizedCrop(224; Inception 299) → flip →
-ColorJitter(0.4) → PCA lighting; eval resize 256 / crop 224 (Inception 320 / 299).
+Reference (docs/recipes.md §1, moboehle/B-cos experiments/Imagenet/bcos): Adam (no weight
+decay), lr 2.5e-4 (Inception 5e-4) × 0.1 every 60 epochs, 100 epochs, lr set per epoch;
+global batch 256 (VGG-11: 2 accumulated micro-batches of 128); BCE on one-hot targets
+(Inception + aux loss, weight 1); RandAugment(2, 9) → RandomResizedCrop(224; Inception 299)
+→ flip → ColorJitter(0.4) → PCA lighting; eval resize 256 / crop 224 (Inception 320 / 299).
 ``densenet121_cossched``: batch 128, 200 epochs, v1 cosine schedule 1e-3 → 1e-4 with 10
 linspace warm-up epochs from 1e-5 — where epoch 0 runs at the construction lr 2.5e-4 (the
 reference's quirk, reproduced). Logit temperatures and biases are in the v1 zoo models.
 Not reproduced: the reference's first VGG update uses one micro-batch (its virtual-batch
 counter), every later update two.
 Arg: resnet34, densenet121, densenet121_cossched, vgg11, inception_v3.
-Expected: the v1 ImageNet top-1 numbers could not be retrieved (BCOS_REFERENCE §4.2).
+Expected: the v1 ImageNet top-1 numbers could not be retrieved (docs/recipes.md §9).
 """
 from bcos_jax.training.defaults import default_config
 

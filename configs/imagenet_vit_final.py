@@ -2,14 +2,15 @@
 
     python train.py --config configs/imagenet_vit_final.py:vitc_s_patch1_14 --workdir runs/vitc_s
 
-Reference (§3.5, bcos/experiments/ImageNet/vit_final): 90 epochs, lr stepped per *step*:
-linear warm-up over 10 000 steps (50 000 for the big models: ``_l_`` and simple_vit_b) from
-0.01·lr, then cosine to 0; RandAugment (magnitude 10), mixup 0.2; global batch 1024
-(128 × 8 GPUs; 512 = 64 × 8 for the big models). B-cos: Adam 1e-3, no weight decay, AGC,
-UniformOffLabels BCE, [x, 1-x] input. Standard (``standard_*``): AdamW 1e-3, weight decay
-1e-4 on every parameter, global-norm clipping 1.0, softmax CE, ImageNet mean/std input.
+Reference (docs/recipes.md §5, bcos/experiments/ImageNet/vit_final): 90 epochs, lr stepped
+per *step*: linear warm-up over 10 000 steps (50 000 for the big models: ``_l_`` and
+simple_vit_b) from 0.01·lr, then cosine to 0; RandAugment (magnitude 10), mixup 0.2; global
+batch 1024 (128 × 8 GPUs; 512 = 64 × 8 for the big models). B-cos: Adam 1e-3, no weight
+decay, AGC, UniformOffLabels BCE, [x, 1-x] input. Standard (``standard_*``): AdamW 1e-3,
+weight decay 1e-4 on every parameter, global-norm clipping 1.0, softmax CE, ImageNet
+mean/std input.
 Arg: simple_vit_{ti,s,b,l}_patch16_224, vitc_{ti,s,b,l}_patch1_14, or standard_ + one of them.
-Expected top-1 (§4.1): B-cos simple_vit ti/s/b/l 60.0/69.2/74.4/75.1, vitc ti/s/b/l
+Expected top-1 (docs/recipes.md §8): B-cos simple_vit ti/s/b/l 60.0/69.2/74.4/75.1, vitc ti/s/b/l
 67.3/74.5/77.2/77.8; standard simple_vit 70.2/74.5/75.3/75.7, vitc 72.6/75.8/76.8/77.9.
 """
 from bcos_jax.training.defaults import default_config

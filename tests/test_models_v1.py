@@ -321,9 +321,9 @@ def test_standard_inception_matches_torchvision():
 
 # ------------------------------------------------------------------------------ CIFAR-10 9L
 
-# From v1:experiments/CIFAR10/bcos/experiment_parameters.py (9L-M2-B{B} configs).
+# From moboehle/B-cos: experiments/CIFAR10/bcos/experiment_parameters.py (9L-M2-B{B}).
 CONFIG_T = {1: -3, 1.25: -3, 1.5: -2, 1.75: 1, 2: 2, 2.25: 2, 2.5: 3}
-# BCOS_REFERENCE §3.2, rounded.
+# 10 ** (-2 + 1.5 * (2.5 - B)) of the same configs (docs/recipes.md §2), rounded.
 SCALES = {1: 1.778, 1.25: 0.750, 1.5: 0.316, 1.75: 0.133, 2: 0.0562, 2.25: 0.0237, 2.5: 0.01}
 
 

@@ -2,7 +2,7 @@
 a SIGKILL during an asynchronous checkpoint write, and run-to-run determinism.
 
 1. ``BcosConv`` / ``BcosDense`` against a slow direct implementation written here from the
-   formula (explicit patches, BCOS_REFERENCE §1.2): forward, input gradient with and without
+   formula (explicit patches, docs/bcos.md §1): forward, input gradient with and without
    explanation mode, kernel gradient, on configurations drawn by hypothesis (derandomized,
    so CI sees the same examples every run) plus explicit examples for every fast path of
    ``layers.py`` (1x1 matmul, strided space-to-depth input gradient, B=2 custom vjp).

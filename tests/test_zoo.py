@@ -12,7 +12,7 @@ import bcos_jax
 from bcos_jax import cli, convert, models
 from tests.torch_ref import bcos, randomize_norm_stats, torch
 
-# BCOS_REFERENCE §4.1, the v2 model zoo: name -> (top-1, params in millions as published).
+# docs/recipes.md §8, the v2 model zoo: name -> (top-1, params in millions as published).
 PUBLISHED = {
     "resnet18": (68.736, 11.69), "resnet34": (72.284, 21.80), "resnet50": (75.882, 25.54),
     "resnet101": (76.532, 44.50), "resnet152": (76.484, 60.13), "resnext50_32x4d": (75.820, 25.00),

@@ -45,7 +45,7 @@ Config fields (``default_config()``; a field left out of a config takes this def
                   classes (2..6 / 2..5; 0 = all of the task), content seed (the dataset,
                   not the training seed).                                            5000, 1000, 0, 0
 
-Reference recipes (BCOS_REFERENCE §3) as ``default_config(preset)``
+Reference recipes (docs/recipes.md) as ``default_config(preset)``
 ---------------------------------------------------------------------
   v2 (default)  ImageNet bcos_final: RandomResizedCrop(224) + hflip; eval Resize(256) + CenterCrop(224).
   long          bcos_final_long: RRC(176) + hflip + TrivialAugmentWide + RandomErasing(0.1),

@@ -4,7 +4,7 @@ The reference trains on PIL images with torchvision transforms, so these are por
 torchvision's PIL code paths (``RandomResizedCrop``, ``Resize``, ``CenterCrop``,
 ``RandomCrop``, ``RandomHorizontalFlip``, ``ColorJitter``, ``TrivialAugmentWide``,
 ``RandAugment``, ``RandomErasing``) and of the v1 code's ildoonet ``RandAugment`` and AlexNet
-``Lighting`` (BCOS_REFERENCE §3). For the same parameters they produce the same pixels as
+``Lighting`` (docs/recipes.md §1). For the same parameters they produce the same pixels as
 torchvision (tests/test_data.py checks this op by op); random draws come from a NumPy
 ``Generator`` instead of torch's global RNG.
 
@@ -28,7 +28,8 @@ NEAREST = Image.Resampling.NEAREST
 
 IMAGENET_MEAN = np.asarray((0.485, 0.456, 0.406), np.float32)
 IMAGENET_STD = np.asarray((0.229, 0.224, 0.225), np.float32)
-# AlexNet PCA colour noise, as in v1:experiments/Imagenet/bcos/experiment_parameters.py.
+# AlexNet PCA colour noise, as in moboehle/B-cos:
+# experiments/Imagenet/bcos/experiment_parameters.py.
 IMAGENET_PCA_EIGVAL = np.asarray([0.2175, 0.0188, 0.0045], np.float32)
 IMAGENET_PCA_EIGVEC = np.asarray(
     [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
@@ -305,7 +306,8 @@ def apply_op_to_mask(mask: Image.Image, name: str, magnitude: float) -> Image.Im
 # v1: ildoonet RandAugment, ColorJitter, Lighting
 # ----------------------------------------------------------------------------------------
 
-# (name, min, max) in the order of v1:data/augmentations/rand_augment.py augment_list().
+# (name, min, max) in the order of moboehle/B-cos: data/augmentations/rand_augment.py
+# augment_list().
 V1_RAND_AUGMENT_OPS = (
     ("AutoContrast", 0, 1),
     ("Equalize", 0, 1),

@@ -38,7 +38,7 @@ _DEFAULTS = dict(
     synthetic_seed=0,
 )
 
-# Overrides of _DEFAULTS for each reference recipe (BCOS_REFERENCE §3).
+# Overrides of _DEFAULTS for each reference recipe (docs/recipes.md).
 PRESETS = {
     "v2": {},
     "long": dict(

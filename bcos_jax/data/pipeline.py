@@ -246,7 +246,8 @@ class _FinishBatch(grain.transforms.Map):
 
 def _ensure_absl_flags_parsed() -> None:
     # grain's worker processes read absl flags; outside absl.app.run they are unparsed and
-    # grain raises UnparsedFlagAccessError (shared/STACK.md). Marking them parsed keeps defaults.
+    # grain raises UnparsedFlagAccessError (docs/data.md, "Throughput"). Marking
+    # them parsed keeps the defaults.
     from absl import flags
 
     if not flags.FLAGS.is_parsed():

@@ -1,4 +1,4 @@
-"""The per-example transform of each training recipe (BCOS_REFERENCE §3), and of evaluation.
+"""The per-example transform of each training recipe (docs/recipes.md), and of evaluation.
 
 ``ImageTransform(...)(image, rng, mask)`` maps one decoded uint8 [H, W, 3] image (any size)
 to float32 [S, S, 3], in [0, 1] for B-cos models (``add_inverse`` happens on the batch) or

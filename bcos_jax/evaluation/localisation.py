@@ -1,7 +1,7 @@
 """Localisation metrics: the grid pointing game of the reference, and mask localisation.
 
 Grid pointing game (CoDA-Nets eq. 11; B-cos ``interpretability/analyses/localisation.py``,
-BCOS_REFERENCE §5.1), step by step:
+docs/evaluation.md §1), step by step:
 
 1. ``sorted_confidences``: the max logit of every *correctly* classified image, per class,
    sorted by logit, descending.

@@ -1,6 +1,7 @@
-"""The v1 (CVPR 2022) CIFAR-10 "9L" B-cos network (``v1:experiments/CIFAR10/bcos/``).
+"""The v1 (CVPR 2022) CIFAR-10 "9L" B-cos network (moboehle/B-cos: experiments/CIFAR10/bcos/).
 
-Nine ``BcosConv`` layers, no norms, pools or residuals (BCOS_REFERENCE §2.1, §3.2):
+Nine ``BcosConv`` layers, no norms, pools or residuals (docs/architectures.md §1,
+docs/recipes.md §2):
 
 ======  ======  ======  =======  ==============================
 layer   kernel  stride  padding  out channels (MaxOut 2 each)

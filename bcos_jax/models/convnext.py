@@ -1,4 +1,4 @@
-"""ConvNeXt: the B-cos v2 models (BCOS_REFERENCE §2.2) and their torchvision counterparts.
+"""ConvNeXt: the B-cos v2 models (docs/architectures.md §2) and their torchvision counterparts.
 
 One ``ConvNeXt`` module builds both, from injected layers:
 

@@ -1,6 +1,6 @@
 """DenseNets: B-cos v2 (ImageNet and CIFAR-10), B-cos v1 and standard torchvision, one definition.
 
-The three variants differ only in what is injected (BCOS_REFERENCE §2.1, §2.2):
+The three variants differ only in what is injected (docs/architectures.md §1, §2):
 
 =========  =====================  ======================  ==========  ===========================
 variant    conv                   norm                    act / pool  head
@@ -222,7 +222,7 @@ class DenseNet(nn.Module):
             return StandardDense(self.num_classes, dtype=self.dtype, name="classifier")(global_avg_pool(x))
         if self.head != "conv":
             raise ValueError(f"head must be 'conv' or 'linear', got {self.head!r}")
-        # B-cos: class evidence maps first, pooled afterwards (BCOS_REFERENCE §1.6).
+        # B-cos: class evidence maps first, pooled afterwards (docs/bcos.md §7).
         x = conv(self.num_classes, kernel_size=1, name="classifier")(x, explain)
         bias = v2_logit_bias(self.num_classes) if self.logit_bias is None else self.logit_bias
         return LogitLayer(temperature=self.logit_temperature, bias=bias)(global_avg_pool(x))

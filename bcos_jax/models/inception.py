@@ -1,7 +1,7 @@
 """Inception v3: the v1 (CVPR 2022) B-cos network and the standard torchvision model.
 
-One set of blocks builds both; only the injected pieces differ (BCOS_REFERENCE §2.1,
-``v1:models/bcos/inception.py``, itself torchvision's Inception3 with the diffs below):
+One set of blocks builds both; only the injected pieces differ (docs/architectures.md §1,
+``moboehle/B-cos: models/bcos/inception.py``, itself torchvision's Inception3 with the diffs below):
 
 ==============  ======================================  =====================================
 piece           ``v1_inception_v3``                     ``standard_inception_v3``

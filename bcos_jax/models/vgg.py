@@ -204,7 +204,7 @@ class VGG(nn.Module):
             x = adaptive_avg_pool(x, (7, 7))
             x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # torch.flatten of NCHW
             return classifier(x, train, explain)
-        # B-cos: class evidence maps first, pooled afterwards (BCOS_REFERENCE §1.6).
+        # B-cos: class evidence maps first, pooled afterwards (docs/bcos.md §7).
         x = global_avg_pool(classifier(x, train, explain))
         bias = v2_logit_bias(self.num_classes) if self.logit_bias is None else self.logit_bias
         return LogitLayer(temperature=self.logit_temperature, bias=bias)(x)

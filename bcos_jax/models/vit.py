@@ -1,6 +1,7 @@
 """Simple ViT and ViT-C (conv stem): the B-cos v2 models and their standard counterparts.
 
-BCOS_REFERENCE §1.5, §2.2; the reference is ``bcos.models.vit`` (lucidrains' SimpleViT):
+docs/bcos.md §8, docs/architectures.md §2; the reference is ``bcos.models.vit`` (lucidrains'
+SimpleViT):
 patch embedding (optionally after a conv stem) -> fixed 2-D sin-cos positional embedding
 added to the tokens -> pre-norm transformer encoders -> mean over tokens -> norm -> linear.
 One ``SimpleViT`` module builds both variants from injected layers:
