@@ -15,7 +15,7 @@ Every method is pure and jittable with ``fns`` and the settings static
 not depend on the other images in its batch.
 
 ``METHODS`` maps a name to a ``Method`` holding the function and the reference settings
-(BCOS_REFERENCE §5.1); ``REFERENCE_NAMES`` maps the reference's names ('Ours', 'IxG',
+(docs/evaluation.md §3); ``REFERENCE_NAMES`` maps the reference's names ('Ours', 'IxG',
 'GCam', 'Occ5', ...) to ours.
 """
 from __future__ import annotations

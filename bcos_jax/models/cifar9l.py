@@ -40,7 +40,7 @@ __all__ = ["CIFAR9L", "MODELS", "PUBLISHED_B", "v1_cifar10_9l", "v1_cifar10_cons
 
 # B -> T of the published 9L-M2-B{B} configs (logit_temperature = 10**T), with the
 # released weights' URL and the CIFAR-10 test accuracy hard-coded in
-# v1:"Quantitative results.ipynb" (BCOS_REFERENCE §4.2).
+# moboehle/B-cos: "Quantitative results.ipynb" (docs/recipes.md §9).
 _PUBLISHED = {
     1.0: (-3, "q8cRRojXZ2WNWbS", 93.53),
     1.25: (-3, "oX6H7jQiSN2dfWJ", 93.81),

@@ -268,14 +268,14 @@ _V1 = dict(
 _STANDARD = dict(conv=StandardConv, norm=StandardBatchNorm, act=nn.relu, stem_pool="max", head="linear")
 
 _WEIGHTS = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
-# (file, top-1) of bcos.models.pretrained (BCOS_REFERENCE §4.1).
+# (file, top-1) of bcos.models.pretrained (docs/recipes.md §8).
 _V2_RELEASED = {
     "densenet121": ("densenet_121-b8daf96afb.pth", 73.612),
     "densenet161": ("densenet_161-9e9ea51353.pth", 76.622),
     "densenet169": ("densenet_169-7037ee0604.pth", 75.186),
     "densenet201": ("densenet_201-00ac87066f.pth", 75.480),
 }
-# torchvision's published 1-crop top-1 of its own weights (BCOS_REFERENCE §4.1).
+# torchvision's published 1-crop top-1 of its own weights (docs/recipes.md §8).
 _TORCHVISION_TOP1 = {121: 74.65, 161: 77.65, 169: 76.00, 201: 77.20}
 
 # Parameter counts of the reference models (bcos.models.pretrained entry points, v1 via

@@ -236,7 +236,7 @@ _PARAMS = {
 }  # fmt: skip
 
 
-# Published top-1 (BCOS_REFERENCE §4.1): the released v2 VGG-11-BNU, torchvision's VGG-11.
+# Published top-1 (docs/recipes.md §8): the released v2 VGG-11-BNU, torchvision's VGG-11.
 _TOP1 = {"vgg11_bnu": 69.310, "standard_vgg11": 69.02}
 _URLS = {
     "vgg11_bnu": f"{_WEIGHTS}/vgg_11_bnu-34036029f0.pth",
