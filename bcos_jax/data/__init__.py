@@ -73,6 +73,7 @@ these instructions.
 """
 from bcos_jax.data import augment, folder, mixing, recipes, synthetic
 from bcos_jax.data.config import PRESETS, default_config
+from bcos_jax.data.imagenet import imagenet_classes
 from bcos_jax.data.pipeline import DatasetInfo, dataset_info, make_dataset
 from bcos_jax.data.sources import DatasetNotPreparedError, open_source
 
@@ -84,6 +85,7 @@ __all__ = [
     "dataset_info",
     "default_config",
     "folder",
+    "imagenet_classes",
     "make_dataset",
     "mixing",
     "open_source",

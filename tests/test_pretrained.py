@@ -1,0 +1,275 @@
+"""Official weights in one call: download cache, hash checks, and ``pretrained`` end to end.
+
+Files are served by a local HTTP server on 127.0.0.1 (``http.server`` in a thread) through
+the same code path as a real download (``$BCOS_JAX_WEIGHTS_URL`` points at it); nothing
+here uses the internet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from bcos_jax import download, models, pretrained
+from tests.torch_ref import bcos, randomize_norm_stats, torch
+
+FAKE_HOST = "https://weights.invalid/release"
+
+
+class _Server:
+    """Serves ``files`` {name: bytes}; names in ``cut`` get a Content-Length 1000 bytes
+    larger than what is sent, then the connection closes (a server gone mid-file)."""
+
+    def __init__(self):
+        self.files, self.cut, self.requests = {}, set(), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                outer.requests.append(name)
+                if name not in outer.files:
+                    self.send_error(404)
+                    return
+                data = outer.files[name]
+                self.send_response(200)
+                extra = 1000 if name in outer.cut else 0
+                self.send_header("Content-Length", str(len(data) + extra))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if extra else data)
+                if extra:
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    s = _Server()
+    monkeypatch.setenv("BCOS_JAX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BCOS_JAX_WEIGHTS_URL", s.url)
+    yield s
+    s.stop()
+
+
+def _hashed_name(stem: str, data: bytes, n: int = 10) -> str:
+    return f"{stem}-{hashlib.sha256(data).hexdigest()[:n]}.pth"
+
+
+def _cache_files(tmp_path):
+    d = tmp_path / "home" / download.WEIGHTS_SUBDIR
+    return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("BCOS_JAX_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert download.cache_dir() == str(tmp_path / "xdg" / "bcos_jax")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert download.cache_dir() == str(tmp_path / "user" / ".cache" / "bcos_jax")
+    monkeypatch.setenv("BCOS_JAX_HOME", str(tmp_path / "mine"))
+    assert download.cache_dir() == str(tmp_path / "mine")
+
+
+def test_zoo_file_names_and_hashes():
+    """v2 and torchvision files carry a SHA-256 prefix in their names; v1 links none.
+    Every URL gets its own cache file name."""
+    urls = {n: models.get_spec(n).weights_url for n in pretrained.pretrained_models()}
+    assert len(urls) >= 40
+    names = {}
+    for name, url in urls.items():
+        fname = download.file_name(url)
+        names.setdefault(fname, set()).add(url)
+        h = download.expected_hash(fname)
+        if name.startswith("v1_"):
+            assert h is None and fname.endswith(".pth"), (name, fname)
+        else:
+            assert h is not None and len(h) >= 8, (name, fname)
+    assert all(len(u) == 1 for u in names.values())  # no two URLs share a cache file
+    assert download.expected_hash("resnet_50-ead259efe4.pth") == "ead259efe4"
+    assert download.file_name(
+        "https://nextcloud.mpi-klsb.mpg.de/index.php/s/mYe6TggQsDymZbk/download"
+    ) == "mYe6TggQsDymZbk.pth"
+    page = "https://github.com/o/r/releases/tag/v0.0.1-checkpoints"
+    assert not download.is_file_url(page)
+    with pytest.raises(ValueError, match="not a direct link"):
+        download.file_name(page)
+
+
+def test_download_hash_ok_then_cache_hit_without_network(server, tmp_path):
+    data = os.urandom(3 << 20)
+    fname = _hashed_name("weights", data)
+    server.files[fname] = data
+    path = download.fetch(f"{FAKE_HOST}/{fname}", progress=False)
+    assert path == str(tmp_path / "home" / "weights" / fname)
+    assert open(path, "rb").read() == data
+    assert _cache_files(tmp_path) == [fname]  # no .part left
+    server.stop()
+    assert download.fetch(f"{FAKE_HOST}/{fname}", progress=False) == path
+    assert server.requests == [fname]
+
+
+def test_download_hash_mismatch_names_both_and_keeps_nothing(server, tmp_path):
+    data = b"not the released file" * 1000
+    fname = "weights-0123456789.pth"
+    server.files[fname] = data
+    with pytest.raises(download.HashMismatchError) as err:
+        download.fetch(f"{FAKE_HOST}/{fname}", progress=False)
+    msg = str(err.value)
+    assert hashlib.sha256(data).hexdigest() in msg and "0123456789" in msg
+    assert _cache_files(tmp_path) == []
+    # a file placed by hand under a hashed name is checked too, and deleted on mismatch
+    os.makedirs(tmp_path / "home" / "weights", exist_ok=True)
+    (tmp_path / "home" / "weights" / fname).write_bytes(data)
+    with pytest.raises(download.HashMismatchError):
+        download.fetch(f"{FAKE_HOST}/{fname}", progress=False)
+    assert _cache_files(tmp_path) == []
+
+
+def test_server_gone_mid_file_leaves_nothing(server, tmp_path):
+    data = os.urandom(1 << 20)
+    fname = _hashed_name("weights", data)
+    server.files[fname] = data
+    server.cut.add(fname)
+    with pytest.raises(download.DownloadError) as err:
+        download.fetch(f"{FAKE_HOST}/{fname}", progress=False)
+    msg = str(err.value)
+    assert str(tmp_path / "home" / "weights" / fname) in msg  # where to place it by hand
+    assert "bcos-jax convert" in msg
+    assert _cache_files(tmp_path) == []
+
+
+def test_unreachable_and_missing_files_are_clear_errors(server, tmp_path, monkeypatch):
+    with pytest.raises(download.DownloadError, match="HTTP 404"):
+        download.fetch(f"{FAKE_HOST}/absent-0123456789.pth", progress=False)
+    server.stop()
+    with pytest.raises(download.DownloadError) as err:
+        download.fetch(f"{FAKE_HOST}/other-0123456789.pth", progress=False, timeout=5)
+    assert "expected at " + str(tmp_path / "home" / "weights" / "other-0123456789.pth") in str(
+        err.value)
+    assert _cache_files(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------ pretrained
+NAME = "cifar10_resnet20"
+
+
+@pytest.fixture
+def fake_release(server, monkeypatch):
+    """cifar10_resnet20 "officially released": a random-init reference state_dict served
+    under a hash-prefixed name, the zoo entry pointing at it."""
+    torch.manual_seed(0)
+    ref = bcos.models.resnet.cifar10_resnet20()
+    randomize_norm_stats(ref)
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)
+    data = buf.getvalue()
+    fname = _hashed_name("cifar10_resnet20", data)
+    server.files[fname] = data
+    spec = dataclasses.replace(models.get_spec(NAME), weights_url=f"{FAKE_HOST}/{fname}")
+    monkeypatch.setitem(models._MODELS, NAME, spec)
+    return ref, fname
+
+
+_NO_TORCH = textwrap.dedent("""
+    import importlib.abc, sys
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+def test_pretrained_downloads_converts_once_then_reads_the_cache(fake_release, server, tmp_path):
+    from bcos_jax import convert
+
+    ref, fname = fake_release
+    t0 = time.perf_counter()
+    model, variables = pretrained.pretrained(NAME, progress=False)
+    first = time.perf_counter() - t0
+    assert server.requests == [fname]
+    want = convert.from_torch(NAME, ref.state_dict())
+    jax.tree.map(np.testing.assert_array_equal, variables, want)
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    x = np.concatenate([x, 1 - x], -1)
+    logits = np.asarray(model.apply(variables, x))
+    with torch.no_grad():
+        t_logits = ref.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(logits, t_logits, rtol=1e-4, atol=1e-4)
+    converted = pretrained.converted_dir(NAME)
+    assert os.path.isdir(converted) and not [
+        n for n in os.listdir(os.path.dirname(converted)) if n.endswith(".part")]
+
+    # Second call: a fresh process, server stopped, torch import blocked, weights deleted.
+    server.stop()
+    os.unlink(download.weights_path(models.get_spec(NAME).weights_url))
+    np.save(tmp_path / "x.npy", x)
+    url = f"{FAKE_HOST}/{fname}"
+    script = _NO_TORCH + textwrap.dedent(f"""
+        import dataclasses, time
+        import numpy as np
+        from bcos_jax import models, pretrained
+        spec = dataclasses.replace(models.get_spec({NAME!r}), weights_url={url!r})
+        models._MODELS[{NAME!r}] = spec
+        t0 = time.perf_counter()
+        model, variables = pretrained.pretrained({NAME!r})
+        print(f"second call {{time.perf_counter() - t0:.2f}} s")
+        np.save({str(tmp_path / "logits.npy")!r},
+                np.asarray(model.apply(variables, np.load({str(tmp_path / "x.npy")!r}))))
+        assert "torch" not in sys.modules
+    """)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), logits)
+    print(f"pretrained({NAME!r}) via 127.0.0.1: first call (download + convert + save) "
+          f"{first:.2f} s; {out.stdout.strip()} (fresh process, no server, torch blocked)")
+
+
+def test_pretrained_errors(fake_release, server):
+    with pytest.raises(ValueError, match="no released weights"):
+        pretrained.pretrained("convnext_atto")
+    with pytest.raises(ValueError, match="did you mean"):
+        pretrained.pretrained("resnet_50")
+    with pytest.raises(ValueError, match="do not fit"):
+        pretrained.pretrained(NAME, progress=False, num_classes=7)
+
+
+def test_pretrained_wrong_architecture_is_a_conversion_error(server, monkeypatch, tmp_path):
+    """A file of another architecture under a model's name: an error naming keys, no cache."""
+    from bcos_jax import convert
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(bcos.models.resnet.cifar10_resnet32().state_dict(), buf)
+    fname = _hashed_name("wrong", buf.getvalue())
+    server.files[fname] = buf.getvalue()
+    spec = dataclasses.replace(models.get_spec(NAME), weights_url=f"{FAKE_HOST}/{fname}")
+    monkeypatch.setitem(models._MODELS, NAME, spec)
+    with pytest.raises(convert.ConversionError, match="unexpected"):
+        pretrained.pretrained(NAME, progress=False)
+    assert not os.path.exists(pretrained.converted_dir(NAME))
