@@ -88,16 +88,22 @@ def validate(cfg: Any) -> None:
     """Raise a ValueError naming the first bad field of the data config."""
     unknown = set(cfg.keys() if hasattr(cfg, "keys") else ()) - set(_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown data config field(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+        raise ValueError(
+            f"unknown data config field(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}"
+        )
     if get(cfg, "augment") not in RECIPES:
         raise ValueError(f"data.augment={get(cfg, 'augment')!r}: choose one of {RECIPES}")
     for key in ("mixup_alpha", "cutmix_alpha"):
         if get(cfg, key) < 0:
             raise ValueError(f"data.{key}={get(cfg, key)}: must be >= 0 (0 = off)")
     if not 0 <= get(cfg, "random_erasing") <= 1:
-        raise ValueError(f"data.random_erasing={get(cfg, 'random_erasing')}: a probability in [0, 1]")
+        raise ValueError(
+            f"data.random_erasing={get(cfg, 'random_erasing')}: a probability in [0, 1]"
+        )
     if int(get(cfg, "repeated_aug")) < 1:
-        raise ValueError(f"data.repeated_aug={get(cfg, 'repeated_aug')}: repetitions, >= 1 (1 = off)")
+        raise ValueError(
+            f"data.repeated_aug={get(cfg, 'repeated_aug')}: repetitions, >= 1 (1 = off)"
+        )
     if not 0 <= int(get(cfg, "randaugment_magnitude")) < 31:
         raise ValueError(
             f"data.randaugment_magnitude={get(cfg, 'randaugment_magnitude')}: in [0, 30], 0 = off"

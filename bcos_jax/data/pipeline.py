@@ -111,7 +111,8 @@ def dataset_info(cfg: Any) -> DatasetInfo:
 class _TrainPlan:
     """Infinite host-local sequence of (epoch, position in epoch, source index, global position)."""
 
-    def __init__(self, num_examples, global_batch_size, process_index, process_count, repeated_aug, seed):
+    def __init__(self, num_examples, global_batch_size, process_index, process_count,
+                 repeated_aug, seed):
         self.n, self.global_batch = int(num_examples), int(global_batch_size)
         self.local_batch = self.global_batch // process_count
         self.offset = process_index * self.local_batch
@@ -166,7 +167,8 @@ class _EvalPlan:
 
 
 class _LoadTrain(grain.transforms.Map):
-    def __init__(self, source, transform: ImageTransform, seed: int, image_key: str, label_key: str):
+    def __init__(self, source, transform: ImageTransform, seed: int, image_key: str,
+                 label_key: str):
         self.source, self.transform, self.seed = source, transform, int(seed)
         self.image_key, self.label_key = image_key, label_key
 
@@ -182,7 +184,8 @@ class _LoadTrain(grain.transforms.Map):
 
 
 class _LoadEval(grain.transforms.Map):
-    def __init__(self, source, transform: ImageTransform, image_key: str, label_key: str, has_mask: bool):
+    def __init__(self, source, transform: ImageTransform, image_key: str, label_key: str,
+                 has_mask: bool):
         self.source, self.transform = source, transform
         self.image_key, self.label_key, self.has_mask = image_key, label_key, has_mask
 
@@ -289,10 +292,13 @@ def make_dataset(
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} out of range for process_count={process_count}")
+        raise ValueError(
+            f"process_index={process_index} out of range for process_count={process_count}"
+        )
     if global_batch_size < 1 or global_batch_size % process_count:
         raise ValueError(
-            f"global_batch_size={global_batch_size} must be a positive multiple of the process count "
+            f"global_batch_size={global_batch_size} must be a positive multiple of the process "
+            "count "
             f"{process_count} (each host serves global_batch_size // process_count rows)"
         )
     source = sources.open_source(cfg, split)
@@ -305,7 +311,8 @@ def make_dataset(
     if train:
         if n < global_batch_size:
             raise ValueError(
-                f"split {split!r} has {n} examples, fewer than one global batch of {global_batch_size}"
+                f"split {split!r} has {n} examples, fewer than one global batch of "
+                f"{global_batch_size}"
             )
         transform = ImageTransform(
             get(cfg, "augment"),
@@ -314,8 +321,10 @@ def make_dataset(
             random_erasing=float(get(cfg, "random_erasing")),
             normalize=not get(cfg, "add_inverse"),
         )
-        plan = _TrainPlan(n, global_batch_size, process_index, process_count, get(cfg, "repeated_aug"), seed)
-        ds = grain.MapDataset.source(plan).map(_LoadTrain(source, transform, seed, image_key, label_key))
+        plan = _TrainPlan(n, global_batch_size, process_index, process_count,
+                          get(cfg, "repeated_aug"), seed)
+        load = _LoadTrain(source, transform, seed, image_key, label_key)
+        ds = grain.MapDataset.source(plan).map(load)
         finish = _FinishBatch(
             num_classes, get(cfg, "add_inverse"), get(cfg, "mixup_alpha"), get(cfg, "cutmix_alpha"),
             seed, process_index, global_batch_size,
@@ -330,7 +339,8 @@ def make_dataset(
             normalize=not get(cfg, "add_inverse"),
         )
         plan = _EvalPlan(n, global_batch_size, process_index, process_count)
-        ds = grain.MapDataset.source(plan).map(_LoadEval(source, transform, image_key, label_key, quickstart))
+        load = _LoadEval(source, transform, image_key, label_key, quickstart)
+        ds = grain.MapDataset.source(plan).map(load)
         finish = _FinishBatch(num_classes, get(cfg, "add_inverse"))
     # Batch inside the MapDataset, so that worker processes each build whole batches and
     # the batches do not depend on the number of workers.
@@ -338,7 +348,8 @@ def make_dataset(
     threads = int(get(cfg, "num_threads"))
     # grain warns (and will refuse) when fewer batches can be buffered than threads build.
     ids = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, int(get(cfg, "prefetch"))))
+        grain.ReadOptions(num_threads=threads,
+                          prefetch_buffer_size=max(threads, int(get(cfg, "prefetch"))))
     )
     workers = int(get(cfg, "num_workers"))
     if workers > 0:

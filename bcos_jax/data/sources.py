@@ -55,18 +55,21 @@ def _tfds_source(name: str, split: str, data_dir: str):
             builder = tfds.builder(name, data_dir=data_dir or None)
             prepared = builder.is_prepared()
             fmt = builder.info.file_format if prepared else None
-        except Exception:
-            raise e
+        except Exception:  # noqa: BLE001 - the diagnosis failed: the original error stands
+            raise e from None
         where = builder.data_path
         if not prepared:
             raise DatasetNotPreparedError(
-                f"tfds dataset {name!r} is not prepared under {where}.\n" + _prepare_hint(name, data_dir)
+                f"tfds dataset {name!r} is not prepared under {where}.\n"
+                + _prepare_hint(name, data_dir)
             ) from e
         if fmt is not None and "array_record" not in str(fmt).lower():
             raise DatasetNotPreparedError(
                 f"tfds dataset {name!r} at {where} is prepared as {fmt}, but random access (and "
-                "so this pipeline) needs ArrayRecord files. Convert it (with TensorFlow installed):\n"
-                f"    tfds convert_format --dataset_version_dir={where} --out_file_format=array_record\n"
+                "so this pipeline) needs ArrayRecord files. Convert it (with TensorFlow "
+                "installed):\n"
+                f"    tfds convert_format --dataset_version_dir={where} "
+                "--out_file_format=array_record\n"
                 "or re-prepare it into another data_dir with file_format=array_record.\n"
                 + _prepare_hint(name, data_dir)
             ) from e

@@ -122,7 +122,8 @@ def _grids(size: int):
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth random colour field (a bilinearly upsampled 3x3 grid of colours) + noise: [S, S, 3]."""
+    """Smooth random colour field (a bilinearly upsampled 3x3 grid of colours) + noise:
+    [S, S, 3]."""
     # Darker and greyer than objects and clutter, so an object always stands out from the
     # background itself (the clutter, which does not, is what makes the task non-trivial).
     grid = np.stack(
