@@ -35,7 +35,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
-from bcos_jax import data, models
+from bcos_jax import data, hub, models
 from bcos_jax.explain import logits_of
 from bcos_jax.training import checkpoint as ckpt_lib
 from bcos_jax.training import defaults as defaults_lib
@@ -247,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     # ---- Model, optimiser, sharded state, update step. ----
     b = build(config, mesh, info)
     if is_main:
-        ckpt_lib.write_model_json(workdir, config.model_name, b.overrides)
+        hub.write_model_json(workdir, config.model_name, b.overrides)
     eval_step = eval_lib.make_eval_step(b.model, mesh, b.in_channels, config.loss)
     rng = jax.random.key(config.seed)
     init_rng, train_rng = jax.random.split(rng)

@@ -5,19 +5,14 @@ Public API:
   norms: the uncentred and detachable norms of B-cos networks
   explain(model, variables, x, targets=None) -> Explanation   (pure, jittable)
   visualize: host-side colour explanations and contribution maps
+  load_checkpoint(dir) -> (model, variables), save_model(dir, name, overrides, variables):
+    models on disk (bcos_jax.hub)
 """
 from bcos_jax import layers, norms
 from bcos_jax.explain import Explanation, explain, explain_fn, logits_of
+# Models on disk; orbax is imported only when one is read or written.
+from bcos_jax.hub import load_checkpoint, save_model
 from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, add_inverse
-
-
-def __getattr__(name):
-    # Imported on first use: checkpoints need orbax, which ``import bcos_jax`` should not pay for.
-    if name == "load_checkpoint":
-        from bcos_jax.training.checkpoint import load_checkpoint
-
-        return load_checkpoint
-    raise AttributeError(f"module 'bcos_jax' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
@@ -33,4 +28,5 @@ __all__ = [
     "load_checkpoint",
     "logits_of",
     "norms",
+    "save_model",
 ]

@@ -165,14 +165,13 @@ def test_evaluate_rejects_bad_configurations(tmp_path):
 def test_cli_evaluates_a_saved_checkpoint(tmp_path, capsys):
     import argparse
 
-    from bcos_jax import models
-    from bcos_jax.evaluation import cli
-    from bcos_jax.training.checkpoint import save_model
+    from bcos_jax import hub, models
+    from bcos_jax.commands import evaluate as cli
 
     overrides = {"num_classes": 3, "widths": [4, 8]}
     model = models.create("bcos_small_cnn", **overrides)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 6)))
-    save_model(str(tmp_path / "ckpt"), "bcos_small_cnn", overrides, variables)
+    hub.save_model(str(tmp_path / "ckpt"), "bcos_small_cnn", overrides, variables)
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args([

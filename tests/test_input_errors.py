@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bcos_jax
-from bcos_jax import cli, layers, models
+from bcos_jax import commands, layers, models
 
 KEY = jax.random.key(0)
 
@@ -147,12 +147,10 @@ def test_add_inverse_refuses_normalised_and_unscaled_images():
 # --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from bcos_jax.training.checkpoint import save_model
-
     out = str(tmp_path_factory.mktemp("ckpt") / "small")
     overrides = {"num_classes": 5, "widths": (8, 16)}
     model = models.create("bcos_small_cnn", **overrides)
-    save_model(out, "bcos_small_cnn", overrides, jax.jit(model.init)(KEY, jnp.zeros((1, 32, 32, 6))))
+    bcos_jax.save_model(out, "bcos_small_cnn", overrides, jax.jit(model.init)(KEY, jnp.zeros((1, 32, 32, 6))))
     return out
 
 
@@ -181,7 +179,7 @@ def test_cli_explain_skips_truncated_and_huge_images(tmp_path, checkpoint, capsy
     bad["missing"] = tmp_path / "missing.png"
     out = tmp_path / "expl"
     paths = [str(good), *map(str, bad.values()), str(also_good)]
-    assert cli.main(["explain", *paths, "--checkpoint", checkpoint, "--out", str(out)]) == 1
+    assert commands.main(["explain", *paths, "--checkpoint", checkpoint, "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "4 of 6 images could not be read" in err
     for stem, p in bad.items():
@@ -195,7 +193,7 @@ def test_cli_explain_skips_truncated_and_huge_images(tmp_path, checkpoint, capsy
 
     # A decompression bomb (PIL refuses images over 2 * MAX_IMAGE_PIXELS) is skipped too.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    rc = cli.main(["explain", str(good), "--checkpoint", checkpoint, "--out", str(tmp_path / "bomb")])
+    rc = commands.main(["explain", str(good), "--checkpoint", checkpoint, "--out", str(tmp_path / "bomb")])
     assert rc == 1 and "not a readable image" in capsys.readouterr().err
 
 
@@ -213,7 +211,7 @@ def test_cli_evaluate_refuses_a_corrupt_npz(tmp_path, checkpoint, capsys):
     }
     for fname, message in cases.items():
         out = tmp_path / f"eval_{fname}"
-        rc = cli.main(["evaluate", "--checkpoint", checkpoint, "--dataset", f"npz:{tmp_path / fname}",
+        rc = commands.main(["evaluate", "--checkpoint", checkpoint, "--dataset", f"npz:{tmp_path / fname}",
                        "--out", str(out), "--no-progress"])
         err = capsys.readouterr().err
         assert rc == 2 and message in err and fname in err, (fname, err)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bcos_jax
+from bcos_jax import hub
 from bcos_jax.training import checkpoint as ckpt_lib
 from bcos_jax.training import sharding
 from training_helpers import info, tiny_config, train_module
@@ -34,7 +35,7 @@ def saved(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
     cfg = tiny_config(mesh={"data": 2, "fsdp": 4}, sharding_rules=[(".*", "fsdp")])
     mesh, b, _ = _setup(cfg, jax.devices())
-    ckpt_lib.write_model_json(workdir, cfg.model_name, b.overrides)
+    hub.write_model_json(workdir, cfg.model_name, b.overrides)
     ck = ckpt_lib.Checkpointer(workdir, keep=5)
     state = b.init(jax.random.key(0))
     states = {}
@@ -94,7 +95,7 @@ def test_load_checkpoint_from_workdir(saved):
 def test_save_model_round_trip(saved, tmp_path):
     workdir, _ = saved
     model, v = bcos_jax.load_checkpoint(workdir, ema=False)
-    out = ckpt_lib.save_model(str(tmp_path / "m"), "bcos_small_cnn", {"num_classes": 4, "widths": (8, 16)}, v)
+    out = bcos_jax.save_model(str(tmp_path / "m"), "bcos_small_cnn", {"num_classes": 4, "widths": (8, 16)}, v)
     model2, v2 = bcos_jax.load_checkpoint(out)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), v, v2)
     x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 6))

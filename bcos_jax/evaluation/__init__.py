@@ -1,11 +1,11 @@
-"""Interpretability evaluation: localisation, faithfulness, reports and the ``evaluate`` command.
+"""Interpretability evaluation: localisation, faithfulness and reports (a library; the
+``bcos-jax evaluate`` command is ``bcos_jax.commands.evaluate``).
 
 * ``localisation``: the reference's grid pointing game (image sequence, grids, scores) and
   mask localisation.
 * ``faithfulness``: pixel deletion / insertion curves and their areas.
 * ``evaluate``: runs every metric for a list of attribution methods (``EvalConfig``) and
   writes ``summary.json`` and the pictures (``report``).
-* ``cli``: ``bcos-jax evaluate`` (``add_parser`` / ``run``).
 """
 from bcos_jax.evaluation.data import EvalData
 from bcos_jax.evaluation.evaluate import DEFAULT_METHODS, EvalConfig, evaluate

@@ -5,8 +5,8 @@
 * ``optim``      — learning-rate schedules of the reference recipes, unit-wise AGC, optimisers.
 * ``ema``        — the torchvision-recipe exponential moving average of the weights.
 * ``sharding``   — mesh from the config, parameter sharding rules, global batch assembly.
-* ``checkpoint`` — orbax checkpoints of the train state + data iterator; ``save_model`` /
-  ``load_checkpoint`` for trained models.
+* ``checkpoint`` — orbax checkpoints of the train state + data iterator (a trained model is
+  saved and loaded by ``bcos_jax.hub``).
 * ``metrics``    — top-k counts, TensorBoard writer, progress bar, summary.json.
 * ``evaluate``   — sharded evaluation, explanation images, the localisation score.
 * ``aot``        — ahead-of-time compilation of the train step for TPU topologies.

@@ -22,9 +22,11 @@ import argparse
 import ast
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-__all__ = ["add_parser", "run", "parse_dataset", "parse_settings"]
+from bcos_jax.commands import common
+
+__all__ = ["add_parser", "parse_dataset", "parse_settings", "run"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,11 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = p.add_argument_group("model")
-    src.add_argument("--checkpoint", help="a training workdir or a converted-model directory")
-    src.add_argument("--model", help="zoo model name (with --weights)")
-    src.add_argument("--weights", help="official .pth/.pt/.safetensors weights (with --model)")
-    src.add_argument("--num-classes", type=int, help="override the model's number of classes")
+    src = common.add_model_args(p)
     src.add_argument("--feature-layer", help="Grad-CAM feature site, e.g. 'layer4' or 'fc:input'")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="quickstart", help="quickstart[:k=v,...] | npz:PATH | tfds:NAME")
@@ -144,7 +142,7 @@ def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=
     if kind == "tfds":
         import tensorflow_datasets as tfds
 
-        from bcos_jax.cli import eval_transform
+        from bcos_jax.data.augment import eval_transform
 
         if not rest:
             raise ValueError("--dataset tfds:NAME needs a dataset name")
@@ -154,27 +152,6 @@ def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=
             transform = lambda im: eval_transform(np.asarray(im, np.uint8), model_spec.resize, model_spec.input_size)  # noqa: E731
         return EvalData(src, num_classes, name=f"{rest}/{split or 'validation'}", transform=transform, limit=limit)
     raise ValueError(f"unknown --dataset {spec!r}; use quickstart[:k=v,...], npz:PATH or tfds:NAME")
-
-
-def _load(args) -> Tuple[Any, Any, str, Any]:
-    from bcos_jax import models
-
-    overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    if args.checkpoint:
-        if args.model or args.weights:
-            raise ValueError("give either --checkpoint or --model/--weights, not both")
-        from bcos_jax.training.checkpoint import load_checkpoint, read_model_json
-
-        name, _ = read_model_json(args.checkpoint)
-        model, variables = load_checkpoint(args.checkpoint, **overrides)
-        return model, variables, name, models.get_spec(name)
-    if not (args.model and args.weights):
-        raise ValueError("give --checkpoint DIR, or --model NAME with --weights FILE")
-    from bcos_jax import convert
-
-    spec = models.get_spec(args.model)
-    variables = convert.from_torch(args.model, convert.load_torch_checkpoint(args.weights), **overrides)
-    return models.create(args.model, **overrides), variables, args.model, spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     for m in args.methods:
         get_method(m)  # fail on a typo before loading anything
     settings = parse_settings(args.settings)
-    model, variables, name, spec = _load(args)
+    model, variables, name, spec = common.load_model(args)
     fns = from_model(model, variables, bcos=spec.version != "standard", feature_layer=args.feature_layer, name=name)
     probe = jnp.zeros((1, spec.input_size, spec.input_size, spec.in_channels), jnp.float32)
     num_classes = int(jax.eval_shape(fns.logits, probe).shape[-1])
@@ -224,18 +201,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {m:22s} " + ", ".join(parts))
     print(f"summary and pictures in {args.out}")
     return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:  # pragma: no cover - the lead wires the real entry point
-    parser = argparse.ArgumentParser(prog="bcos-jax")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
