@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import bcos_jax
-from bcos_jax import cli, convert, models
+from bcos_jax import commands, convert, models
+from bcos_jax.commands import common
+from bcos_jax.data.augment import eval_transform
 from tests.torch_ref import bcos, randomize_norm_stats, torch
 
 # docs/recipes.md §8, the v2 model zoo: name -> (top-1, params in millions as published).
@@ -151,14 +153,14 @@ def _images(tmp_path):
 def test_cli_convert_load_and_explain(tmp_path, reference, capsys):
     torch.save(reference.state_dict(), tmp_path / "w.pth")
     out_dir = tmp_path / "ckpt"
-    assert cli.main(["convert", "--model", NAME, "--weights", str(tmp_path / "w.pth"), "--out", str(out_dir)]) == 0
+    assert commands.main(["convert", "--model", NAME, "--weights", str(tmp_path / "w.pth"), "--out", str(out_dir)]) == 0
     model, variables = bcos_jax.load_checkpoint(str(out_dir))
     direct = convert.from_torch(NAME, reference.state_dict())
     jax.tree.map(np.testing.assert_array_equal, variables, direct)
 
     good, bad = _images(tmp_path)
     expl_dir = tmp_path / "expl"
-    rc = cli.main(["explain", *good, bad, "--checkpoint", str(out_dir), "--out", str(expl_dir)])
+    rc = commands.main(["explain", *good, bad, "--checkpoint", str(out_dir), "--out", str(expl_dir)])
     err = capsys.readouterr().err
     assert rc == 1 and "broken.png" in err and "not a readable image" in err
     for stem in ("img0", "img1"):
@@ -170,31 +172,45 @@ def test_cli_convert_load_and_explain(tmp_path, reference, capsys):
 
     # The CLI's numbers are those of the library on the same eval-transformed input.
     spec = models.get_spec(NAME)
-    x = cli.encode_for(spec, cli.eval_transform(cli.load_image(good[0]), spec.resize, spec.input_size))[None]
+    x = common.encode_for(spec, eval_transform(common.load_image(good[0]), spec.resize, spec.input_size))[None]
     e = bcos_jax.explain(model, variables, jnp.asarray(x))
     rec = json.loads((expl_dir / "img0_top5.json").read_text())
     assert rec["target"] == int(e.targets[0])
     np.testing.assert_allclose(rec["bias"], float(e.bias[0]), rtol=1e-5, atol=1e-6)
 
     # --model/--weights path, explicit target.
-    rc = cli.main(["explain", good[1], "--model", NAME, "--weights", str(tmp_path / "w.pth"), "--target", "3",
+    rc = commands.main(["explain", good[1], "--model", NAME, "--weights", str(tmp_path / "w.pth"), "--target", "3",
                    "--out", str(tmp_path / "e2")])
     assert rc == 0 and json.loads((tmp_path / "e2" / "img1_top5.json").read_text())["target"] == 3
 
 
 def test_cli_models_table(capsys):
-    assert cli.main(["models", "--version", "v2"]) == 0
+    assert commands.main(["models", "--version", "v2"]) == 0
     out = capsys.readouterr().out
-    assert "| resnet50 | resnet | v2 | 25.5" in out and "v1_resnet34" not in out
+    assert "| `resnet50` | resnet | v2 | 25,538,880 |" in out and "v1_resnet34" not in out
 
 
-def test_eval_transform_matches_torchvision():
+@pytest.mark.parametrize("shape, resize, crop", [
+    ((300, 410), 256, 224),  # the ImageNet eval transform, landscape
+    ((410, 300), 256, 224),  # portrait
+    ((20, 27), 36, 32),  # a small image is upscaled first
+    ((20, 27), 24, 32),  # still smaller than the crop after the resize: zero-padded
+    ((40, 31), 0, 32),  # no resize, one side smaller than the crop: padded on that side only
+])
+def test_eval_transform_matches_torchvision(shape, resize, crop):
+    # One eval transform for the commands and the input pipeline, torchvision's on PIL.
     from PIL import Image
     from torchvision import transforms
 
-    img = np.random.default_rng(1).integers(0, 255, (300, 410, 3), dtype=np.uint8)
-    ref = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])(
-        Image.fromarray(img)
-    )
-    ours = cli.eval_transform(img, 256, 224)
+    from bcos_jax.data import recipes
+
+    img = np.random.default_rng(1).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    steps = ([transforms.Resize(resize)] if resize else []) + [transforms.CenterCrop(crop)]
+    ref = transforms.Compose([*steps, transforms.ToTensor()])(Image.fromarray(img))
+    ours = eval_transform(img, resize, crop)
+    assert ours.shape == (crop, crop, 3) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref.numpy().transpose(1, 2, 0), atol=1e-6)
+    piped, _ = recipes.ImageTransform("eval", crop, eval_resize=resize, eval_crop=crop)(img)
+    np.testing.assert_array_equal(piped, ours)  # the input pipeline's eval images are the same
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        eval_transform(img.astype(np.float32), resize, crop)

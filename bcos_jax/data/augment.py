@@ -117,6 +117,32 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def resize_center_crop(img: Image.Image, resize: int, crop: int, resample=BILINEAR) -> Image.Image:
+    """The eval geometry: ``Resize(resize)`` then ``CenterCrop(crop)``, each skipped when 0.
+
+    An image still smaller than ``crop`` after the resize (possible only when ``resize <
+    crop``, or with no resize) is zero-padded around its centre, as torchvision's
+    ``CenterCrop`` does, rather than refused: the model sees what the reference's eval
+    transform would give it.
+    """
+    if resize:
+        img = resize_shorter(img, resize, resample)
+    return center_crop(img, crop) if crop else img
+
+
+def eval_transform(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """The eval transform of one decoded image, shared by the input pipeline and the commands.
+
+    uint8 RGB [H, W, 3] -> float32 [crop, crop, 3] in [0, 1]: ``resize_center_crop``
+    (bilinear), then ``to_float``. Equal to torchvision's ``Resize(resize)``,
+    ``CenterCrop(crop)``, ``ToTensor()`` on the PIL image (tests/test_zoo.py).
+    """
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {a.dtype} {a.shape}")
+    return to_float(resize_center_crop(Image.fromarray(a), resize, crop))
+
+
 def hflip(img: Image.Image) -> Image.Image:
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 

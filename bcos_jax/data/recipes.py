@@ -164,13 +164,8 @@ class ImageTransform:
 
 
 def _resize_crop(img, m, resize: int, crop: int):
-    if resize:
-        img = A.resize_shorter(img, resize)
-        m = None if m is None else A.resize_shorter(m, resize, A.NEAREST)
-    if crop:
-        img = A.center_crop(img, crop)
-        m = None if m is None else A.center_crop(m, crop)
-    return img, m
+    img = A.resize_center_crop(img, resize, crop)
+    return img, (None if m is None else A.resize_center_crop(m, resize, crop, A.NEAREST))
 
 
 def _to_pil(image: np.ndarray) -> Image.Image:
