@@ -10,8 +10,7 @@ Public API:
 """
 from bcos_jax import layers, norms
 from bcos_jax.explain import Explanation, explain, explain_fn, logits_of
-# Models on disk; orbax is imported only when one is read or written.
-from bcos_jax.hub import load_checkpoint, save_model
+from bcos_jax.hub import load_checkpoint, save_model  # orbax: imported when first used
 from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, add_inverse
 
 __version__ = "0.1.0"

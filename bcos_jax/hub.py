@@ -72,7 +72,8 @@ def _encode_override(v: Any) -> Any:
     try:
         return {"__dtype__": jnp.dtype(v).name}
     except TypeError:
-        raise TypeError(f"model override {v!r} is not JSON-serialisable; pass plain values") from None
+        raise TypeError(
+            f"model override {v!r} is not JSON-serialisable; pass plain values") from None
 
 
 def _decode_override(v: Any) -> Any:
@@ -106,7 +107,8 @@ def read_model_json(directory: str) -> Tuple[str, Dict[str, Any]]:
             d = json.load(f)
         name, overrides = d["model"], d.get("overrides", {})
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a model.json of bcos_jax ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{path}: not a model.json of bcos_jax ({type(e).__name__}: {e})") from None
     if not isinstance(name, str) or not isinstance(overrides, dict):
         raise ValueError(f"{path}: 'model' must be a name and 'overrides' an object")
     return name, _decode_override(overrides)
@@ -183,7 +185,7 @@ def _read_workdir(directory: str, step: Union[None, int, str], ema: Optional[boo
                 restore = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)})
                 state = manager.restore(s, args=restore)[STATE_ITEM]
                 break
-            except Exception as e:  # noqa: BLE001 - an unreadable step falls back to an older one
+            except Exception as e:  # an unreadable step falls back to an older one
                 if len(candidates) == 1:
                     raise
                 log.warning("checkpoint %d in %s unreadable (%s: %s); trying an older one",

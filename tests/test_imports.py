@@ -100,7 +100,8 @@ def import_graph(root: str = ROOT, function_level: bool = True) -> Dict[str, Set
                     here = name.split(".") if is_pkg else name.split(".")[:-1]
                     here = here[: len(here) - (node.level - 1)]
                     mod = ".".join(here + ([mod] if mod else []))
-                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in files else mod for a in node.names]
+                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in files else mod
+                           for a in node.names]
             for t in targets:
                 if t == pkg or t.startswith(pkg + "."):
                     r = _resolve(t, files)

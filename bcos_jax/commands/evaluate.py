@@ -2,7 +2,8 @@
 
     bcos-jax evaluate --checkpoint runs/quickstart --dataset quickstart --out eval/quickstart
     bcos-jax evaluate --model resnet50 --weights resnet50-...pth --dataset tfds:imagenet2012 \\
-        --split validation --methods bcos gradcam lime --grid-sizes 3 --sample-size 250 --out eval/r50
+        --split validation --methods bcos gradcam lime --grid-sizes 3 --sample-size 250 \\
+        --out eval/r50
 
 Datasets (``--dataset``):
   quickstart[:key=value,...]   the synthetic shapes with object masks (bcos_jax.data.synthetic),
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import sys
 from typing import Any, Dict, List, Optional
 
 from bcos_jax.commands import common
@@ -44,26 +44,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src = common.add_model_args(p)
     src.add_argument("--feature-layer", help="Grad-CAM feature site, e.g. 'layer4' or 'fc:input'")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="quickstart", help="quickstart[:k=v,...] | npz:PATH | tfds:NAME")
-    data.add_argument("--split", default=None, help="dataset split (quickstart: test; tfds: validation)")
+    data.add_argument("--dataset", default="quickstart",
+                      help="quickstart[:k=v,...] | npz:PATH | tfds:NAME")
+    data.add_argument("--split", default=None,
+                      help="dataset split (quickstart: test; tfds: validation)")
     data.add_argument("--limit", type=int, help="use only the first N examples")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                     help=f"attribution methods (default: %(default)s); all: {', '.join(METHODS)}")
-    ev.add_argument("--set", dest="settings", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                    help="override a method setting (repeatable)")
+    ev.add_argument("--set", dest="settings", action="append", default=[],
+                    metavar="METHOD.KEY=VALUE", help="override a method setting (repeatable)")
     ev.add_argument("--grid-sizes", type=int, nargs="*", default=list(d.grid_sizes))
     ev.add_argument("--sample-size", type=int, default=d.sample_size, help="grids per size")
     ev.add_argument("--conf-thresh", type=float, default=d.conf_thresh)
-    ev.add_argument("--smooth", type=int, default=None, help="odd smoothing (default: 15 for >=128 px, else 1)")
-    ev.add_argument("--rescale", action="store_true", help="shrink images so a grid keeps the image size")
+    ev.add_argument("--smooth", type=int, default=None,
+                    help="odd smoothing (default: 15 for >=128 px, else 1)")
+    ev.add_argument("--rescale", action="store_true",
+                    help="shrink images so a grid keeps the image size")
     ev.add_argument("--no-offset-quirk", action="store_true",
                     help="do not skip an index between grids (the reference does)")
     ev.add_argument("--num-images", type=int, default=d.num_images,
                     help="images for faithfulness / mask localisation / gallery")
-    ev.add_argument("--faithfulness-steps", type=int, default=d.faithfulness_steps, help="0 skips the curves")
-    ev.add_argument("--deletion-baseline", default=d.deletion_baseline, choices=["zero", "blur", "mean"])
-    ev.add_argument("--insertion-baseline", default=d.insertion_baseline, choices=["zero", "blur", "mean"])
+    ev.add_argument("--faithfulness-steps", type=int, default=d.faithfulness_steps,
+                    help="0 skips the curves")
+    baselines = ["zero", "blur", "mean"]
+    ev.add_argument("--deletion-baseline", default=d.deletion_baseline, choices=baselines)
+    ev.add_argument("--insertion-baseline", default=d.insertion_baseline, choices=baselines)
     ev.add_argument("--score", default=d.faithfulness_score, choices=["probability", "logit"])
     ev.add_argument("--batch-size", type=int, default=d.batch_size)
     ev.add_argument("--grids-per-batch", type=int, default=d.grids_per_batch)
@@ -91,7 +97,7 @@ def parse_settings(items: List[str]) -> Dict[str, Dict[str, Any]]:
 
 
 def _read_npz(path: str) -> Dict[str, Any]:
-    """Every array of an .npz file; a ValueError naming the file if it is missing, truncated or corrupt."""
+    """Every array of an .npz file; a ValueError naming the file if missing, truncated, corrupt."""
     import zipfile
     import zlib
 
@@ -112,7 +118,8 @@ def _read_npz(path: str) -> Dict[str, Any]:
         ) from None
 
 
-def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=None, limit: Optional[int] = None):
+def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=None,
+                  limit: Optional[int] = None):
     """An ``EvalData`` from a ``--dataset`` string (see the module docstring)."""
     import numpy as np
 
@@ -122,13 +129,16 @@ def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=
     if kind == "quickstart":
         from bcos_jax.data.synthetic import QuickstartSource
 
-        kw: Dict[str, Any] = {"num_examples": 512, "image_size": 32, "num_classes": num_classes, "seed": 0}
+        kw: Dict[str, Any] = {"num_examples": 512, "image_size": 32, "num_classes": num_classes,
+                              "seed": 0}
         for part in filter(None, rest.split(",")):
             k, sep, v = part.partition("=")
             if not sep or k not in kw:
-                raise ValueError(f"--dataset quickstart: unknown option {part!r}; options: {sorted(kw)}")
+                raise ValueError(
+                    f"--dataset quickstart: unknown option {part!r}; options: {sorted(kw)}")
             kw[k] = int(v)
-        src = QuickstartSource(split or "test", kw["num_examples"], kw["num_classes"], kw["image_size"], kw["seed"])
+        src = QuickstartSource(split or "test", kw["num_examples"], kw["num_classes"],
+                               kw["image_size"], kw["seed"])
         return EvalData(src, num_classes, name=f"quickstart/{split or 'test'}", limit=limit)
     if kind == "npz":
         if not rest:
@@ -137,8 +147,8 @@ def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=
         missing = {"images", "labels"} - set(arrays)
         if missing:
             raise ValueError(f"{rest}: missing arrays {sorted(missing)} (has {sorted(arrays)})")
-        return EvalData.from_arrays(arrays["images"], arrays["labels"], arrays.get("masks"), num_classes,
-                                    name=rest, limit=limit)
+        return EvalData.from_arrays(arrays["images"], arrays["labels"], arrays.get("masks"),
+                                    num_classes, name=rest, limit=limit)
     if kind == "tfds":
         import tensorflow_datasets as tfds
 
@@ -149,8 +159,11 @@ def parse_dataset(spec: str, split: Optional[str], num_classes: int, model_spec=
         src = tfds.data_source(rest, split=split or "validation")
         transform = None
         if model_spec is not None:
-            transform = lambda im: eval_transform(np.asarray(im, np.uint8), model_spec.resize, model_spec.input_size)  # noqa: E731
-        return EvalData(src, num_classes, name=f"{rest}/{split or 'validation'}", transform=transform, limit=limit)
+            def transform(im):
+                return eval_transform(np.asarray(im, np.uint8), model_spec.resize,
+                                      model_spec.input_size)
+        return EvalData(src, num_classes, name=f"{rest}/{split or 'validation'}",
+                        transform=transform, limit=limit)
     raise ValueError(f"unknown --dataset {spec!r}; use quickstart[:k=v,...], npz:PATH or tfds:NAME")
 
 
@@ -166,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         get_method(m)  # fail on a typo before loading anything
     settings = parse_settings(args.settings)
     model, variables, name, spec = common.load_model(args)
-    fns = from_model(model, variables, bcos=spec.version != "standard", feature_layer=args.feature_layer, name=name)
+    fns = from_model(model, variables, bcos=spec.version != "standard",
+                     feature_layer=args.feature_layer, name=name)
     probe = jnp.zeros((1, spec.input_size, spec.input_size, spec.in_channels), jnp.float32)
     num_classes = int(jax.eval_shape(fns.logits, probe).shape[-1])
     data = parse_dataset(args.dataset, args.split, num_classes, spec, args.limit)
@@ -191,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     summary = evaluate(fns, data, args.out, config, progress=not args.no_progress, model_name=name)
     print(f"accuracy {summary['accuracy']:.4f} on {summary['num_images']} images ({data.name})")
     for m, e in summary["methods"].items():
-        parts = [f"{k} {v['median']:.3f}" if v["grids"] else f"{k} -" for k, v in e.get("localisation", {}).items()]
+        parts = [f"{k} {v['median']:.3f}" if v["grids"] else f"{k} -"
+                 for k, v in e.get("localisation", {}).items()]
         if "faithfulness" in e:
             parts.append(f"del-MIF {e['faithfulness']['deletion_mif']['mean']:.3f}")
             parts.append(f"ins-MIF {e['faithfulness']['insertion_mif']['mean']:.3f}")

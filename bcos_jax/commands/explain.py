@@ -1,9 +1,9 @@
 """``bcos-jax explain``: per image, the colour explanation, the contribution map and the top-5.
 
 Each image goes through the model's eval transform (``data.augment.eval_transform``) and
-input encoding; the files are ``<stem>_explanation.png`` (B-cos models), ``<stem>_contributions.png``
-and ``<stem>_top5.json`` in ``--out``. An unreadable image is reported and skipped; the exit
-status is then 1.
+input encoding; the files in ``--out`` are ``<stem>_explanation.png`` (B-cos models),
+``<stem>_contributions.png`` and ``<stem>_top5.json``. An unreadable image is reported and
+skipped; the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def run(args) -> int:
 
     from bcos_jax import explain_fn, layers, visualize
     from bcos_jax.data.augment import eval_transform
+    from bcos_jax.data.imagenet import imagenet_classes
 
     model, variables, _, spec = common.load_model(args)
     # Kernels normalised once, not at every call: one image per call is where that pays
@@ -64,6 +65,11 @@ def run(args) -> int:
             "bias": float(e.bias[0]),
             "contribution_sum": float(e.contributions[0].sum()),
         }
+        if logits.shape[-1] == 1000:  # ImageNet models name their classes
+            names = imagenet_classes()
+            record["name"] = names[record["target"]]
+            for entry in record["top5"]:
+                entry["name"] = names[entry["class"]]
         if spec.in_channels == 6:
             rgba = visualize.gradient_to_image(x[0], e.weights[0])
             common.save_png(os.path.join(args.out, f"{stem}_explanation.png"),
@@ -73,7 +79,8 @@ def run(args) -> int:
             visualize.to_uint8(visualize.contribution_map_image(e.contributions[0])),
         )
         jsonio.write_json(os.path.join(args.out, f"{stem}_top5.json"), record)
-        print(f"{path}: class {record['target']} (logit {logits[record['target']]:.3f}) "
+        label = f"{record['target']} ({record['name']})" if "name" in record else record["target"]
+        print(f"{path}: class {label} (logit {logits[record['target']]:.3f}) "
               f"-> {args.out}")
     if failures:
         print(f"{failures} of {len(args.images)} images could not be read", file=sys.stderr)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 import warnings
@@ -31,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcos_jax import attribution
+from bcos_jax import attribution, jsonio
 from bcos_jax.attribution.model_fns import ModelFns
 from bcos_jax.evaluation import faithfulness as faith
 from bcos_jax.evaluation import localisation as loc
@@ -283,10 +282,7 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
         "pictures": {k: os.path.basename(v) for k, v in pictures.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    tmp = os.path.join(out_dir, "summary.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(_jsonable(summary), f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, "summary.json"))
+    jsonio.write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
 
 
@@ -305,15 +301,3 @@ def _colour_explanations(fns: ModelFns, rgb: np.ndarray, labels: np.ndarray,
     x = np.asarray(x)
     smooth = 15 if image_size >= 128 else 3
     return [visualize.gradient_to_image(x[i], w[i], smooth=smooth) for i in range(len(x))]
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    return v

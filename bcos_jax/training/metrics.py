@@ -4,8 +4,6 @@ Only process 0 writes (events, summary); every process computes the same global 
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from typing import Any, Mapping, Optional
@@ -13,6 +11,8 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bcos_jax import jsonio
 
 __all__ = ["ProgressBar", "Writer", "topk_correct", "write_summary"]
 
@@ -85,23 +85,9 @@ class ProgressBar:
             self._bar.close()
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.generic, jax.Array)):
-        v = np.asarray(v).item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
-
-
 def write_summary(workdir: str, summary: Mapping[str, Any]) -> str:
     """``workdir/summary.json`` (atomically, process 0 only)."""
     path = os.path.join(workdir, "summary.json")
     if jax.process_index() == 0:
-        with open(path + ".tmp", "w") as f:
-            json.dump(_clean(dict(summary, written_at=time.strftime("%Y-%m-%d %H:%M:%S"))), f, indent=2)
-        os.replace(path + ".tmp", path)
+        jsonio.write_json(path, dict(summary, written_at=time.strftime("%Y-%m-%d %H:%M:%S")))
     return path
