@@ -16,8 +16,9 @@ and holds its weights in one of two layouts:
 ``load_checkpoint(DIR)`` reads either and returns ``(model, variables)``. ``load`` is what the
 commands call: one of the sources — a directory (``checkpoint=``), or a zoo name with an
 official PyTorch weights file (``model=``, ``weights=``, converted by ``bcos_jax.convert``) —
-to a ``Loaded(model, variables, name, spec)``, the model built once. A further source (the
-released weights by name) is one more branch of ``load``.
+to a ``Loaded(model, variables, name, spec)``, the model built once. The released weights by
+name (``bcos_jax.released``, which caches them as a directory of this module's layout) sit
+above this module: the commands add that third source (``commands.common.load_model``).
 
 Nothing here imports the training package: the trainer writes this layout (``write_model_json``,
 ``CKPT_SUBDIR``, ``STATE_ITEM``, ``BEST_METRIC``) and this module reads it.
