@@ -1,13 +1,15 @@
 """Fine-tuning and transfer: init_from (workdir, model dir, weights file), the logit-layer
 re-initialisation, freeze (optax + frozen norms), resume without re-applying init_from, and
 the configs/finetune.py recipes. CI-sized: a ~3k-parameter CNN on 16x16 images."""
+import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from training_helpers import get_config
+from training_helpers import get_config, train_module
 
 import bcos_jax
 from bcos_jax import models
@@ -129,3 +131,71 @@ def test_finetune_recipes():
     assert v.optimizer.lr == 1e-3 and v.schedule.warmup_epochs == 5
     with pytest.raises(ValueError, match="'probe' or 'scratch'"):
         get_config("finetune", "resnet50,linear")
+
+
+# ---------------------------------------------------------------------------------------
+# Whole runs of train.py (in-process, sharded over the 8 fake CPU devices of conftest).
+# ---------------------------------------------------------------------------------------
+def _tiny(cfg, steps):
+    cfg.model.widths = TINY["widths"]
+    cfg.data.image_size = 16
+    cfg.data.num_train, cfg.data.num_eval = 64, 32
+    cfg.batch_size, cfg.eval_batch_size = 16, 32
+    cfg.num_steps = steps
+    cfg.schedule.warmup_steps = 1
+    cfg.checkpoint_every_steps, cfg.eval_every_steps, cfg.explain_every_steps = 2, 2, 2
+    cfg.log_every_steps = 2
+    cfg.localisation = False
+    return cfg
+
+
+def _params(workdir):
+    return jax.device_get(bcos_jax.load_checkpoint(workdir, ema=False)[1])
+
+
+def test_train_probe_from_a_quickstart_run_and_resume(tmp_path):
+    train = train_module()
+    src = str(tmp_path / "quickstart")
+    train.train_and_evaluate(_tiny(get_config("quickstart", "ci"), 2), src)
+    source = _params(src)
+
+    run = str(tmp_path / "probe")
+    cfg = _tiny(get_config("finetune", "quickstart2,probe"), 4)
+    cfg.init_from = src
+    cfg.ema_decay, cfg.ema_every, cfg.ema_warmup_epochs = 0.5, 1, 0
+    summary = train.train_and_evaluate(cfg, run)
+    assert summary["init_from"] == src and summary["reinitialised"] == ["params/classifier/kernel"]
+    assert summary["frozen_params"] > 0 and summary["frozen_norm_layers"] == 2
+    assert [e["step"] for e in summary["evals"]] == [2, 4]
+    with open(os.path.join(run, "classes.json")) as f:
+        assert json.load(f) == ["star", "crescent", "frame", "bar", "checker"]
+    probe = _params(run)
+    # The backbone is the source's, bit for bit (frozen norms kept their statistics too);
+    # the 5-class logit layer trained.
+    for key in ("conv0", "conv1", "norm0", "norm1"):
+        for leaf, value in probe["params"][key].items():
+            np.testing.assert_array_equal(value, source["params"][key][leaf])
+    for key, value in probe["batch_stats"].items():
+        np.testing.assert_array_equal(value["var"], source["batch_stats"][key]["var"])
+    assert probe["params"]["classifier"]["kernel"].shape == (1, 1, 16, 5)
+
+    # Resume from step 2 (as after a crash): init_from is not applied over the checkpoint,
+    # and the run ends bit for bit where the uninterrupted one did.
+    shutil.rmtree(os.path.join(run, "checkpoints", "4"))
+    os.remove(os.path.join(run, "summary.json"))
+    again = train.train_and_evaluate(cfg, run)
+    assert "reinitialised" not in again and again["steps"] == 4
+    resumed = _params(run)
+    jax.tree.map(np.testing.assert_array_equal, resumed, probe)
+    ema = jax.device_get(bcos_jax.load_checkpoint(run, ema=True)[1])
+    assert not np.array_equal(ema["params"]["classifier"]["kernel"],
+                              probe["params"]["classifier"]["kernel"])
+
+
+def test_train_init_from_errors_before_training(tmp_path):
+    train = train_module()
+    cfg = _tiny(get_config("finetune", "quickstart2"), 2)
+    cfg.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(transfer.TransferError, match="points nowhere"):
+        train.train_and_evaluate(cfg, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "summary.json")

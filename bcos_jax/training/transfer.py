@@ -190,12 +190,7 @@ def init_from_variables(init_from: str, model_name: str,
     elif init_from in models.list_models():
         import bcos_jax
 
-        pretrained = getattr(bcos_jax, "pretrained", None)
-        if pretrained is None:
-            raise TransferError(
-                f"init_from={init_from!r}: this install has no bcos_jax.pretrained to fetch the "
-                "official weights; download the .pth file and pass its path instead")
-        _, variables = pretrained(init_from)
+        _, variables = bcos_jax.pretrained(init_from)  # downloaded and converted once
         what = f"the official weights of {init_from}"
     else:
         looks_like_path = os.sep in init_from or init_from.lower().endswith(WEIGHT_FILES)
@@ -353,7 +348,10 @@ def freeze_plan(variables: Mapping[str, Any], pattern: str) -> FreezePlan:
     params = {k[1:]: v for k, v in params.items()}  # paths inside params
     stats = {k[1:]: v for k, v in flatten({"": variables.get("batch_stats") or {}}).items()}
     frozen = tuple(k for k in params if rx.search(k))
-    size = lambda v: int(np.prod(v.shape))  # noqa: E731
+
+    def size(v):
+        return int(np.prod(v.shape))
+
     if not frozen:
         raise ValueError(f"config.freeze={pattern!r} matches no parameter; parameter paths look "
                          f"like {', '.join(list(params)[:4])}")
