@@ -7,11 +7,14 @@ Public API:
   visualize: host-side colour explanations and contribution maps
   load_checkpoint(dir) -> (model, variables), save_model(dir, name, overrides, variables):
     models on disk (bcos_jax.hub)
+  pretrained(name) -> (model, variables): a zoo model with its official weights, downloaded
+    and converted once (bcos_jax.released)
 """
 from bcos_jax import layers, norms
 from bcos_jax.explain import Explanation, explain, explain_fn, logits_of
 from bcos_jax.hub import load_checkpoint, save_model  # orbax: imported when first used
 from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, add_inverse
+from bcos_jax.released import pretrained
 
 __version__ = "0.1.0"
 
@@ -27,5 +30,6 @@ __all__ = [
     "load_checkpoint",
     "logits_of",
     "norms",
+    "pretrained",
     "save_model",
 ]

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 import pytest
 
-from bcos_jax import download, models, pretrained
+import bcos_jax
+from bcos_jax import download, models, released
 from tests.torch_ref import bcos, randomize_norm_stats, torch
 
 FAKE_HOST = "https://weights.invalid/release"
@@ -96,7 +97,7 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_zoo_file_names_and_hashes():
     """v2 and torchvision files carry a SHA-256 prefix in their names; v1 links none.
     Every URL gets its own cache file name."""
-    urls = {n: models.get_spec(n).weights_url for n in pretrained.pretrained_models()}
+    urls = {n: models.get_spec(n).weights_url for n in released.pretrained_models()}
     assert len(urls) >= 40
     names = {}
     for name, url in urls.items():
@@ -208,7 +209,7 @@ def test_pretrained_downloads_converts_once_then_reads_the_cache(fake_release, s
 
     ref, fname = fake_release
     t0 = time.perf_counter()
-    model, variables = pretrained.pretrained(NAME, progress=False)
+    model, variables = bcos_jax.pretrained(NAME, progress=False)
     first = time.perf_counter() - t0
     assert server.requests == [fname]
     want = convert.from_torch(NAME, ref.state_dict())
@@ -219,7 +220,7 @@ def test_pretrained_downloads_converts_once_then_reads_the_cache(fake_release, s
     with torch.no_grad():
         t_logits = ref.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     np.testing.assert_allclose(logits, t_logits, rtol=1e-4, atol=1e-4)
-    converted = pretrained.converted_dir(NAME)
+    converted = released.converted_dir(NAME)
     assert os.path.isdir(converted) and not [
         n for n in os.listdir(os.path.dirname(converted)) if n.endswith(".part")]
 
@@ -231,11 +232,12 @@ def test_pretrained_downloads_converts_once_then_reads_the_cache(fake_release, s
     script = _NO_TORCH + textwrap.dedent(f"""
         import dataclasses, time
         import numpy as np
-        from bcos_jax import models, pretrained
+        import bcos_jax
+        from bcos_jax import models
         spec = dataclasses.replace(models.get_spec({NAME!r}), weights_url={url!r})
         models._MODELS[{NAME!r}] = spec
         t0 = time.perf_counter()
-        model, variables = pretrained.pretrained({NAME!r})
+        model, variables = bcos_jax.pretrained({NAME!r})
         print(f"second call {{time.perf_counter() - t0:.2f}} s")
         np.save({str(tmp_path / "logits.npy")!r},
                 np.asarray(model.apply(variables, np.load({str(tmp_path / "x.npy")!r}))))
@@ -252,11 +254,11 @@ def test_pretrained_downloads_converts_once_then_reads_the_cache(fake_release, s
 
 def test_pretrained_errors(fake_release, server):
     with pytest.raises(ValueError, match="no released weights"):
-        pretrained.pretrained("convnext_atto")
+        released.pretrained("convnext_atto")
     with pytest.raises(ValueError, match="did you mean"):
-        pretrained.pretrained("resnet_50")
+        released.pretrained("resnet_50")
     with pytest.raises(ValueError, match="do not fit"):
-        pretrained.pretrained(NAME, progress=False, num_classes=7)
+        released.pretrained(NAME, progress=False, num_classes=7)
 
 
 def test_pretrained_wrong_architecture_is_a_conversion_error(server, monkeypatch, tmp_path):
@@ -271,5 +273,46 @@ def test_pretrained_wrong_architecture_is_a_conversion_error(server, monkeypatch
     spec = dataclasses.replace(models.get_spec(NAME), weights_url=f"{FAKE_HOST}/{fname}")
     monkeypatch.setitem(models._MODELS, NAME, spec)
     with pytest.raises(convert.ConversionError, match="unexpected"):
-        pretrained.pretrained(NAME, progress=False)
-    assert not os.path.exists(pretrained.converted_dir(NAME))
+        released.pretrained(NAME, progress=False)
+    assert not os.path.exists(released.converted_dir(NAME))
+
+
+def test_cli_explain_pretrained_names_imagenet_classes(server, monkeypatch, tmp_path, capsys):
+    """``bcos-jax explain --model NAME --pretrained``: the released weights through the cache;
+    a 1000-class model's top5.json names the classes. Offline and not cached: one error line."""
+    import functools
+    import json
+
+    from PIL import Image
+
+    from bcos_jax import commands
+    from bcos_jax.data import imagenet_classes
+
+    torch.manual_seed(0)
+    ref = bcos.models.resnet.cifar10_resnet20(num_classes=1000)
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)
+    fname = _hashed_name("imagenet_like", buf.getvalue())
+    server.files[fname] = buf.getvalue()
+    spec = models.get_spec(NAME)
+    spec = dataclasses.replace(spec, build=functools.partial(spec.build, num_classes=1000),
+                               num_classes=1000, weights_url=f"{FAKE_HOST}/{fname}")
+    monkeypatch.setitem(models._MODELS, NAME, spec)
+    img = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), np.uint8)).save(img)
+    out = tmp_path / "out"
+    rc = commands.main(["explain", str(img), "--model", NAME, "--pretrained", "--out", str(out)])
+    assert rc == 0
+    record = json.loads((out / "img_top5.json").read_text())
+    names = imagenet_classes()
+    assert len(names) == 1000 and names[0] == "tench"
+    assert record["name"] == names[record["target"]]
+    assert [t["name"] for t in record["top5"]] == [names[t["class"]] for t in record["top5"]]
+    assert f"({record['name']})" in capsys.readouterr().out
+
+    server.stop()  # not cached yet and no network: the error says where to put the file
+    monkeypatch.setenv("BCOS_JAX_HOME", str(tmp_path / "empty_cache"))
+    rc = commands.main(["explain", str(img), "--model", NAME, "--pretrained", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "error: could not download" in err and str(tmp_path / "empty_cache") in err

@@ -20,6 +20,10 @@ def add_model_args(parser: argparse.ArgumentParser, directory: bool = True):
     g.add_argument("--model", required=not directory, help="zoo model name (with --weights)")
     g.add_argument("--weights", required=not directory,
                    help="official weights: .pth/.pt (loaded weights-only) or .safetensors")
+    if directory:
+        g.add_argument("--pretrained", action="store_true",
+                       help="the released weights of --model, downloaded and converted once "
+                            "into the cache (docs/pretrained.md)")
     g.add_argument("--num-classes", type=int, help="override the model's number of classes")
     return g
 
@@ -28,10 +32,24 @@ def load_model(args: argparse.Namespace) -> hub.Loaded:
     """The model the options of ``add_model_args`` name (``hub.load``), built once."""
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
     checkpoint = getattr(args, "checkpoint", None)
+    if getattr(args, "pretrained", False):
+        if checkpoint is not None or args.weights or not args.model:
+            raise ValueError("--pretrained takes --model NAME only (no --checkpoint/--weights)")
+        # bcos_jax.released is built on the hub (it caches a model directory), so the
+        # commands, not hub.load, choose it: the hub stays free of a circle through it.
+        from bcos_jax import download, models
+        from bcos_jax.released import pretrained
+
+        try:
+            net, variables = pretrained(args.model, **overrides)
+            return hub.Loaded(net, variables, args.model, models.get_spec(args.model))
+        except download.DownloadError as e:  # offline: one error line that says what to do
+            raise ValueError(str(e)) from e
     if checkpoint is not None and (args.model or args.weights):
         raise ValueError("give either --checkpoint or --model/--weights, not both")
     if checkpoint is None and not (args.model and args.weights):
-        raise ValueError("give --checkpoint DIR, or --model NAME with --weights FILE")
+        raise ValueError("give --checkpoint DIR, --model NAME with --weights FILE, or "
+                         "--model NAME --pretrained")
     return hub.load(checkpoint=checkpoint, model=args.model, weights=args.weights, **overrides)
 
 

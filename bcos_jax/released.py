@@ -1,4 +1,6 @@
-"""``pretrained(name)``: a zoo model with its official weights, downloaded and converted once.
+"""``pretrained(name)``: a zoo model with its released weights, downloaded and converted once.
+
+``bcos_jax.pretrained`` is this module's ``pretrained``.
 
 The first call downloads the released PyTorch file (``bcos_jax.download.fetch``: cache,
 progress bar, atomic, SHA-256 prefix check), reads it without PyTorch
