@@ -154,6 +154,8 @@ def _read_workdir(directory: str, step: Union[None, int, str], ema: Optional[boo
     """The variables of one step of a training workdir (see the module docstring)."""
     import orbax.checkpoint as ocp
 
+    if not (step in (None, "latest", "best") or str(step).isdigit()):
+        raise ValueError(f"step must be None, 'latest', 'best' or a step number, got {step!r}")
     ckpt_dir = os.path.join(directory, CKPT_SUBDIR)
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(

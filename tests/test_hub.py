@@ -90,6 +90,11 @@ def test_model_json_dtypes_and_errors(tmp_path):
         hub.load_checkpoint(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="neither a training workdir"):
         hub.load_checkpoint(str(tmp_path / "absent"))
+    (tmp_path / "checkpoints").mkdir()  # a workdir before its first checkpoint
+    with pytest.raises(FileNotFoundError, match="no checkpoints in"):
+        hub.load_checkpoint(str(tmp_path))
+    with pytest.raises(ValueError, match="step must be None, 'latest', 'best' or a step number"):
+        hub.load_checkpoint(str(tmp_path), step="last")
 
 
 def test_load_needs_exactly_one_source(saved):
