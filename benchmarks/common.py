@@ -72,31 +72,44 @@ def header() -> str:
     return f"{now}; {cpu}, {os.cpu_count()} cores; {load()}"
 
 
-def train_step(model, tx):
-    """The training step every benchmark times (not jitted): mean sigmoid BCE, one optax update.
+def train_step(model, tx, loss: str = "bce"):
+    """The training step every benchmark times: ``bcos_jax.training.step.train_step``, the
+    step train.py runs (forward, ``loss``, backward, one ``tx`` update, the step metrics),
+    with a constant schedule, no EMA and no gradient accumulation; not jitted.
 
-    ``step(params, opt_state, extra, x, y) -> (params, opt_state, extra, loss)``; ``extra`` are
-    the non-parameter collections (batch statistics), ``y`` the [N, C] targets.
+    ``step(params, opt_state, extra, x, y) -> (params, opt_state, extra, loss)``: ``extra``
+    are the non-parameter collections ({} or {'batch_stats': ...}), ``x`` the [N, H, W, C]
+    images, ``y`` the [N, classes] targets. Scripts that hold a ``TrainState`` can call
+    ``bcos_jax.training.step.train_step`` directly.
     """
-    import jax
-    import optax
+    import functools
 
-    def loss_fn(p, extra, x, y):
-        out, new = model.apply({"params": p, **extra}, x, train=True, mutable=list(extra),
-                               rngs={"dropout": jax.random.key(1)})
-        return optax.sigmoid_binary_cross_entropy(out, y).mean(), new
+    import jax
+    import jax.numpy as jnp
+
+    from bcos_jax.training import step as step_lib
+    from bcos_jax.training.state import TrainState
 
     def step(p, o, extra, x, y):
-        (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(p, extra, x, y)
-        upd, o = tx.update(g, o, p)
-        return optax.apply_updates(p, upd), o, new, loss
+        setup = step_lib.Setup(
+            model_name=type(model).__name__, model_overrides={}, model=model,
+            in_channels=x.shape[-1], image_size=x.shape[1], tx=tx,
+            schedule=lambda count: jnp.zeros((), jnp.float32), loss=loss, aux_loss_weight=1.0,
+            grad_accum_steps=1, steps_per_epoch=1, total_steps=1, use_ema=False, ema_decay=0.0,
+            ema_every=1, ema_warmup_epochs=0, mesh=None)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=p,
+                           batch_stats=extra.get("batch_stats", {}), opt_state=o)
+        run = functools.partial(step_lib.train_step, setup)
+        new, metrics = run(state, {"image": x, "targets": y}, jax.random.key(1))
+        new_extra = {"batch_stats": new.batch_stats} if "batch_stats" in extra else {}
+        return new.params, new.opt_state, new_extra, metrics["loss"]
 
     return step
 
 
 def donated_runner(step, params, opt_state, extra, x, y):
-    """A blocking zero-argument call of ``jit(step)`` that donates and carries the train state,
-    as a training loop would."""
+    """A blocking zero-argument call of ``jit(step)`` (a ``train_step`` above) that donates
+    and carries the train state, as a training loop would."""
     import jax
 
     jitted = jax.jit(step, donate_argnums=(0, 1, 2))

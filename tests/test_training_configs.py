@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import pytest
 
 from bcos_jax import models
-from training_helpers import ROOT, get_config, train_module
+from bcos_jax.training import step as step_lib
+from training_helpers import ROOT, get_config
 
 RECIPES = [
     ("imagenet_bcos_final", a) for a in ("resnet18", "resnet50", "resnext50_32x4d", "densenet121", "vgg11_bnu")
@@ -31,8 +32,8 @@ RECIPES = [
 @pytest.mark.parametrize("name,arg", RECIPES, ids=[f"{n}:{a}" for n, a in RECIPES])
 def test_config_builds_its_model(name, arg):
     cfg = get_config(name, arg)
-    train = train_module()
-    overrides = train.model_overrides(cfg, cfg.model.get("num_classes", 1000 if "imagenet" in name else 10))
+    num_classes = cfg.model.get("num_classes", 1000 if "imagenet" in name else 10)
+    overrides = step_lib.model_overrides(cfg, num_classes)
     model = models.create(cfg.model_name, **overrides)
     spec = models.get_spec(cfg.model_name)
     s = cfg.data.image_size
@@ -120,3 +121,90 @@ def test_train_py_reports_a_bad_config_in_one_line(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 1 and "config.model_name: unknown model 'resnet_50'" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------------------
+# One source of defaults: training/defaults.py. The code reads config keys without
+# fallbacks, and every key it reads exists in the default config.
+# --------------------------------------------------------------------------------------
+READERS = {  # file: names its config objects go by (optim: config.optimizer / config.schedule)
+    "train.py": ("config",),
+    os.path.join("bcos_jax", "training", "step.py"): ("config",),
+    os.path.join("bcos_jax", "training", "optim.py"): ("cfg", "schedule_cfg"),
+}
+
+
+def _config_reads(relpath, names):
+    """(dotted keys read as attributes of ``names``, line numbers of ``.get`` calls on them)."""
+    import ast
+
+    with open(os.path.join(ROOT, relpath)) as f:
+        tree = ast.parse(f.read())
+    reads, gets = set(), []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain, root = [], node
+        while isinstance(root, ast.Attribute):
+            chain.append(root.attr)
+            root = root.value
+        if isinstance(root, ast.Name) and root.id in names:
+            if chain[0] == "get":
+                gets.append(node.lineno)
+            reads.add((root.id, ".".join(reversed(chain))))
+    return reads, gets
+
+
+def _resolves(node, dotted):
+    import ml_collections
+
+    for part in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict):
+            return hasattr(node, part)  # a method of a value: config.optimizer.name.lower
+        if part not in node:
+            return hasattr(ml_collections.ConfigDict, part)  # a method: to_dict, keys, ...
+        node = node[part]
+    return True
+
+
+@pytest.mark.parametrize("relpath", list(READERS))
+def test_config_keys_are_read_without_fallbacks_and_all_have_defaults(relpath):
+    from bcos_jax.training import defaults
+
+    reads, gets = _config_reads(relpath, READERS[relpath])
+    assert reads, f"no config reads found in {relpath}: the scan is broken"
+    assert not gets, (f"{relpath}:{gets}: config.get(...) with a fallback; put the default in "
+                      "bcos_jax/training/defaults.py and read the key directly")
+    c = defaults.default_config()
+    roots = [c] if relpath == "train.py" or "step.py" in relpath else [c.optimizer, c.schedule]
+    missing = sorted(f"{name}.{key}" for name, key in reads
+                     if key != "get" and not any(_resolves(r, key) for r in roots))
+    assert not missing, f"{relpath} reads keys default_config() lacks: {missing}"
+
+
+def test_complete_fills_missing_keys_from_the_defaults_and_rejects_unknown_ones():
+    import ml_collections
+
+    from bcos_jax import visualize
+    from bcos_jax.training import defaults
+
+    partial = ml_collections.ConfigDict(dict(model_name="bcos_small_cnn", batch_size=8,
+                                             optimizer=dict(lr=0.5), data=dict(image_size=16)))
+    c = defaults.complete(partial)
+    ref = defaults.default_config()
+    assert c.batch_size == 8 and c.optimizer.lr == 0.5 and c.data.image_size == 16
+    assert c.optimizer.b2 == ref.optimizer.b2 and c.log_every_steps == ref.log_every_steps
+    assert c.data.eval_split == ref.data.eval_split and c.schedule.epoch0_lr is None
+    assert defaults.complete(get_config("quickstart", "ci")).to_dict() == \
+        get_config("quickstart", "ci").to_dict()  # a recipe is already complete
+    with pytest.raises(ValueError, match=r"config.optimizer.lrr: unknown config key; did you mean "
+                                         r"'optimizer.lr'\?"):
+        defaults.complete(ml_collections.ConfigDict(dict(optimizer=dict(lrr=1.0))))
+    # The values the reference recipes use where they say one (B-cos-v2: Lightning's
+    # log_every_n_steps default, gradient_to_image's smooth=15, the EMA restarted during
+    # the 5 warm-up epochs).
+    import inspect
+
+    smooth = inspect.signature(visualize.gradient_to_image).parameters["smooth"].default
+    assert (ref.log_every_steps, ref.explain_smooth, ref.ema_warmup_epochs) == (50, smooth, 5)
+    assert ref.ema_warmup_epochs == ref.schedule.warmup_epochs

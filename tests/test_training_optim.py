@@ -2,13 +2,12 @@
 import math
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from bcos_jax.training import ema as ema_lib
-from bcos_jax.training import losses, optim
+from bcos_jax.training import defaults, losses, optim
 
 torch = pytest.importorskip("torch")
 
@@ -28,7 +27,12 @@ def _reference_agc():
 
 
 def _cfg(**kw):
-    return ml_collections.ConfigDict(kw)
+    """``config.schedule`` (or ``config.optimizer`` when ``kw`` has ``lr``) of the defaults
+    with ``kw`` changed: optim reads every field without fallbacks."""
+    c = defaults.default_config()
+    cfg = c.optimizer if "lr" in kw else c.schedule
+    cfg.update(kw)
+    return cfg
 
 
 def _torch_lrs(make_sched, n, lr=1e-3):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bcos_jax.training import sharding
-from training_helpers import info, tiny_config, train_module
+from training_helpers import build, tiny_config
 
 
 def _batches(n, cfg, num_classes=4, seed=0):
@@ -28,14 +28,13 @@ def _reference(accum):
 
 
 def _run(cfg, devices, steps=3):
-    train = train_module()
     mesh = sharding.make_mesh(cfg.mesh, cfg.dcn_mesh, devices)
-    b = train.build(cfg, mesh, info())
+    _, steps_fn = build(cfg, mesh)
     rng = jax.random.key(0)
-    state = b.init(rng)
+    state = steps_fn.init(rng)
     losses = []
     for batch in _batches(steps, cfg):
-        state, m = b.train_step(state, sharding.make_global_batch(batch, mesh), rng)
+        state, m = steps_fn.train_step(state, sharding.make_global_batch(batch, mesh), rng)
         losses.append(float(m["loss"]))
     return jax.device_get(state), losses, state
 
@@ -52,9 +51,9 @@ def test_sharded_training_equals_one_device(mesh, rules, accum):
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, ref)
     if mesh["fsdp"] > 1:
-        specs = [leaf.sharding.spec for leaf in jax.tree.leaves(live["params"])]
+        specs = [leaf.sharding.spec for leaf in jax.tree.leaves(live.params)]
         assert any("fsdp" in tuple(s) for s in specs), specs  # really sharded
-        opt_specs = [leaf.sharding.spec for leaf in jax.tree.leaves(live["opt_state"]) if leaf.ndim]
+        opt_specs = [leaf.sharding.spec for leaf in jax.tree.leaves(live.opt_state) if leaf.ndim]
         assert any("fsdp" in tuple(s) for s in opt_specs)
 
 
@@ -78,7 +77,7 @@ def test_mixed_precision_keeps_float32_params_and_statistics():
     ref_losses = _reference(1)[1]
     cfg = tiny_config(compute_dtype="bfloat16")
     got, losses, _ = _run(cfg, jax.devices()[:1])
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got["params"]))
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got["batch_stats"]))
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got["opt_state"]) if x.ndim)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got.params))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got.batch_stats))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got.opt_state) if x.ndim)
     np.testing.assert_allclose(losses, ref_losses, rtol=5e-2)  # bf16 compute, same trajectory

@@ -1,9 +1,13 @@
-"""Shared helpers of the training tests: load train.py / configs, a tiny config, fake info."""
+"""Shared helpers of the training tests: train.py (for whole runs), configs, a tiny config,
+the jitted steps of a config on a mesh (``bcos_jax.training.step``, as train.py builds them)."""
 import importlib.util
 import os
 import types
 
 import ml_collections
+
+from bcos_jax.training import defaults
+from bcos_jax.training import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +24,8 @@ _TRAIN = None
 
 
 def train_module():
-    """train.py imported once per process (it defines absl flags)."""
+    """train.py imported once per process (it defines absl flags): for whole runs
+    (``train_and_evaluate``, ``aot_compile``); the steps themselves are ``build``'s."""
     global _TRAIN
     if _TRAIN is None:
         import sys
@@ -30,38 +35,39 @@ def train_module():
     return _TRAIN
 
 
+def build(cfg, mesh, data_info=None):
+    """(setup, jitted steps) of ``cfg`` on ``mesh``, as train.py builds them."""
+    data_info = data_info or info()
+    setup = step_lib.Setup.from_config(cfg, data_info.num_classes, data_info.num_train, mesh)
+    return setup, step_lib.jit_on_mesh(setup, mesh, cfg.sharding_rules, cfg.fsdp_min_size)
+
+
 def get_config(name: str, arg: str = ""):
     mod = load_module(os.path.join("configs", name + ".py"), "cfg_" + name)
     return mod.get_config(arg) if arg else mod.get_config()
 
 
 def tiny_config(**over) -> ml_collections.ConfigDict:
-    """A complete training config for a ~1k-parameter model on 16x16 images (no pipeline needed)."""
-    c = ml_collections.ConfigDict()
+    """A complete training config for a ~1k-parameter model on 16x16 images (no pipeline
+    needed): the defaults with a tiny model, batch and schedule, and a fast EMA."""
+    c = defaults.default_config("quickstart")
     c.seed = 0
     c.model_name = "bcos_small_cnn"
     c.model = ml_collections.ConfigDict(dict(widths=(8, 16), depth=1))
-    c.compute_dtype = "float32"
-    c.data = ml_collections.ConfigDict(dict(name="quickstart", image_size=16))
+    c.data.image_size = 16
     c.batch_size = 16
     c.eval_batch_size = 16
-    c.num_epochs = 2
-    c.num_steps = 0
-    c.grad_accum_steps = 1
-    c.loss = "uniform_off_labels_bce"
-    c.aux_loss_weight = 1.0
-    c.optimizer = ml_collections.ConfigDict(dict(name="adam", lr=1e-2, agc=True, grad_clip_norm=0.0, weight_decay=0.0))
-    c.schedule = ml_collections.ConfigDict(dict(name="warmup_cosine", interval="epoch", warmup_epochs=1,
-                                                warmup_factor=0.1, min_lr=0.0))
+    c.num_epochs = 2.0
+    c.optimizer.lr = 1e-2
+    c.schedule.warmup_epochs = 1
+    c.schedule.warmup_factor = 0.1
     c.ema_decay = 0.9
     c.ema_every = 1
     c.ema_warmup_epochs = 0
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
-    c.dcn_mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1))
-    c.sharding_rules = [(".*", "replicate")]
     c.fsdp_min_size = 1
-    for k, v in over.items():
-        c[k] = v
+    with c.ignore_type():
+        for k, v in over.items():
+            c[k] = v
     return c
 
 

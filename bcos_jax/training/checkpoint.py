@@ -17,6 +17,7 @@ lives in ``bcos_jax.hub``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Dict, Optional, Tuple
@@ -69,7 +70,7 @@ class Checkpointer:
         data_json = _data_state_to_json(data_state)
         self.manager.save(
             step,
-            args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state)},
+            args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(_saved_tree(state))},
                                     data=ocp.args.JsonSave(data_json)),
             metrics=metrics,
             force=True,
@@ -78,7 +79,8 @@ class Checkpointer:
     def restore(self, abstract_state: Any, step: Optional[int] = None) -> Optional[Tuple[int, Any, Any]]:
         """Restore the newest readable checkpoint (or ``step``) onto ``abstract_state``'s shardings.
 
-        ``abstract_state``: a pytree of ``jax.ShapeDtypeStruct`` with ``sharding`` set.
+        ``abstract_state``: a ``TrainState`` (or another pytree) of ``jax.ShapeDtypeStruct``
+        with ``sharding`` set; the state comes back in its type.
         Returns ``(step, state, data_state)`` or None if there is no usable checkpoint.
         """
         steps = [step] if step is not None else self.all_steps()[::-1]
@@ -87,7 +89,7 @@ class Checkpointer:
                 out = self.manager.restore(
                     s,
                     args=ocp.args.Composite(
-                        **{STATE_ITEM: ocp.args.StandardRestore(abstract_state)},
+                        **{STATE_ITEM: ocp.args.StandardRestore(_saved_tree(abstract_state))},
                         data=ocp.args.JsonRestore(),
                     ),
                 )
@@ -97,7 +99,8 @@ class Checkpointer:
                 if step is not None:
                     raise
                 continue
-            return s, out[STATE_ITEM], _data_state_from_json(out["data"])
+            state = _from_saved_tree(abstract_state, out[STATE_ITEM])
+            return s, state, _data_state_from_json(out["data"])
         return None
 
     def best_step(self) -> Optional[int]:
@@ -116,6 +119,22 @@ class Checkpointer:
         self.manager.close()
 
 
+def _saved_tree(state: Any) -> Any:
+    # A TrainState is saved as the dict of its fields, fields that are None (no EMA) left
+    # out: the tree on disk (keys params, batch_stats, opt_state, ema, ...) does not depend
+    # on the Python class holding it, and bcos_jax.hub reads it as a dict.
+    if dataclasses.is_dataclass(state):
+        return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+                if getattr(state, f.name) is not None}
+    return state
+
+
+def _from_saved_tree(abstract_state: Any, restored: Any) -> Any:
+    if dataclasses.is_dataclass(abstract_state):
+        return dataclasses.replace(abstract_state, **restored)
+    return restored
+
+
 def _data_state_to_json(state: Any) -> Any:
     # grain's DataLoader state is bytes (a JSON string); dataset iterators give dicts.
     if isinstance(state, bytes):
@@ -127,4 +146,3 @@ def _data_state_from_json(state: Any) -> Any:
     if isinstance(state, dict) and set(state) == {"__bytes__"}:
         return state["__bytes__"].encode("utf-8")
     return state
-

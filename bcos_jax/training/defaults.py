@@ -1,4 +1,5 @@
-"""The training config schema: every key ``train.py`` reads, with its default.
+"""The training config schema: every key ``train.py`` reads, with its default (the only place
+a default is written; ``train.py`` and ``training.step`` read the keys without fallbacks).
 
 Recipes (``configs/*.py``) start from ``default_config()`` and change what they need; every
 value is a plain Python value (names, numbers, tuples), never an object, so any key can be
@@ -19,7 +20,11 @@ from typing import Any, List, Optional, Sequence
 
 import ml_collections
 
-__all__ = ["check_command_line", "check_model", "check_override", "default_config", "load_config"]
+__all__ = ["check_command_line", "check_model", "check_override", "complete", "default_config",
+           "load_config"]
+
+# Keys whose value is taken whole, without a schema: models.create's overrides.
+_FREE_KEYS = ("model",)
 
 
 def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDict:
@@ -34,6 +39,14 @@ def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDi
     c.model = ml_collections.ConfigDict()
     c.compute_dtype = "float32"  # 'bfloat16': mixed precision (params and norm statistics stay f32)
     c.remat = False  # rematerialise every B-cos layer in the backward pass: less memory, more compute
+
+    # ---- Fine-tuning (bcos_jax.training.transfer; docs/finetuning.md). init_from: the weights
+    # a new run starts from (a workdir, a save_model directory, a .pth/.safetensors file, or a
+    # zoo name: its official weights); '' = a fresh initialisation. Applied only when a run
+    # starts, never over its own checkpoint. freeze: a regex (re.search) on parameter paths
+    # ('layer1/0/conv1/kernel') that are not trained; '' = train everything.
+    c.init_from = ""
+    c.freeze = ""
 
     # ---- Data: bcos_jax.data's config (name, splits, sizes, augmentation, mixup, ...).
     c.data = data.default_config(data_recipe)
@@ -60,7 +73,7 @@ def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDi
     # ---- EMA of the weights (torchvision recipe); 0 disables it.
     c.ema_decay = 0.0
     c.ema_every = 32
-    c.ema_warmup_epochs = 5
+    c.ema_warmup_epochs = 5  # the reference restarts the average during the lr warm-up (5 epochs)
 
     # ---- Mesh and sharding (see bcos_jax.training.sharding).
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # in-slice sizes, -1 = the rest
@@ -69,7 +82,7 @@ def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDi
     c.fsdp_min_size = 2**14
 
     # ---- Monitoring and checkpoints (intervals: *_steps wins over *_epochs when > 0).
-    c.log_every_steps = 100
+    c.log_every_steps = 50  # as Lightning's default; also how often the host checks the loss
     c.eval_every_epochs = 1.0
     c.eval_every_steps = 0
     c.checkpoint_every_epochs = 1.0
@@ -78,9 +91,34 @@ def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDi
     c.explain_every_epochs = 1.0
     c.explain_every_steps = 0
     c.num_explain_images = 8
-    c.explain_smooth = 15
+    c.explain_smooth = 15  # gradient_to_image's smoothing kernel (its default; 3 for 32x32 images)
     c.localisation = False  # needs a dataset with object masks (the quickstart)
     return c
+
+
+def complete(config: Any) -> ml_collections.ConfigDict:
+    """``config`` merged onto ``default_config()``: a new config with every key, the value of
+    ``config`` where it has one (the recipes start from ``default_config`` and so have them
+    all). A key the schema does not know is a ValueError that suggests the close ones.
+    ``config.data``'s keys are completed from ``bcos_jax.data.default_config()``."""
+    out = default_config()
+    _merge_into(out, config, "")
+    return out
+
+
+def _merge_into(base: ml_collections.ConfigDict, over: Any, prefix: str) -> None:
+    for key in over.keys():
+        value, where = over[key], prefix + str(key)
+        if key not in base:
+            keys = [str(k) for k in base.keys()]
+            hint = _did_you_mean(str(key), keys, prefix=prefix) or f"; known: {_key_list(keys)}"
+            raise ValueError(f"config.{where}: unknown config key{hint}")
+        nested = isinstance(value, (ml_collections.ConfigDict, dict))
+        if nested and where not in _FREE_KEYS and isinstance(base[key], ml_collections.ConfigDict):
+            _merge_into(base[key], value, where + ".")
+        else:
+            with base.ignore_type():
+                base[key] = value
 
 
 # ----------------------------------------------------------------------------------------

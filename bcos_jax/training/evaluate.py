@@ -14,44 +14,12 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bcos_jax.explain import explain, logits_of
-from bcos_jax.training import losses, metrics, sharding
+from bcos_jax.evaluation.localisation import mask_localisation
+from bcos_jax.explain import explain
+from bcos_jax.training import sharding
+from bcos_jax.training.step import model_input
 
-__all__ = ["evaluate", "explanation_rows", "localisation", "make_eval_step", "model_input"]
-
-
-def model_input(images: jax.Array, in_channels: int) -> jax.Array:
-    """Check that the pipeline's images fit the model: B-cos models take the 6-channel
-    ``[x, 1-x]`` encoding, standard models 3 channels (the pipeline normalises those with
-    the ImageNet mean/std when ``data.add_inverse`` is False)."""
-    if images.shape[-1] != in_channels:
-        raise ValueError(
-            f"the pipeline gives {images.shape[-1]}-channel images but the model takes {in_channels}; "
-            f"set config.data.add_inverse={in_channels == 6}"
-        )
-    return images
-
-
-def make_eval_step(model: Any, mesh: Any, in_channels: int, loss_name: str, dtype: Any = None) -> Callable:
-    """Jitted ``step(variables, batch) -> {'correct1', 'correct5', 'count', 'loss_sum'}``."""
-    eval_loss = "ce" if loss_name == "ce" else "bce"  # reference test criteria: plain BCE / CE
-
-    def step(variables, batch):
-        x = model_input(batch["image"], in_channels)
-        logits = logits_of(model.apply(variables, x, train=False)).astype(jnp.float32)
-        labels = batch["label"]
-        valid = batch["valid"].astype(jnp.float32)
-        onehot = jax.nn.one_hot(labels, logits.shape[-1])
-        fn = losses.get(eval_loss)
-        per_example = jax.vmap(lambda l, t: fn(l[None], t[None]))(logits, onehot)
-        return {
-            "correct1": jnp.sum(metrics.topk_correct(logits, labels, 1) * valid),
-            "correct5": jnp.sum(metrics.topk_correct(logits, labels, 5) * valid),
-            "count": jnp.sum(valid),
-            "loss_sum": jnp.sum(per_example * valid),
-        }
-
-    return jax.jit(step, out_shardings=NamedSharding(mesh, P()))
+__all__ = ["evaluate", "explanation_rows", "localisation", "make_explain_step", "model_input"]
 
 
 def evaluate(eval_step: Callable, variables: Any, dataset: Iterable, mesh: Any,
@@ -96,23 +64,20 @@ def explanation_rows(ex: Any, images: np.ndarray, smooth: int = 3) -> np.ndarray
 def localisation(model: Any, variables: Any, dataset: Iterable, mesh: Any, in_channels: int) -> Dict[str, float]:
     """Localisation of the explanations of the true class on a dataset with object masks.
 
-    Per image: (positive contribution inside the object mask) / (total positive
-    contribution) — 0 if there is no positive contribution; ``uniform`` is the mask's
-    area fraction, the score of a uniform contribution map. Also the top-1 accuracy.
+    Per image: ``evaluation.localisation.mask_localisation`` of the contribution map
+    ``Σ_c x · W(x)``: (positive contribution inside the object mask) / (total positive
+    contribution), 0 if there is no positive contribution; ``uniform`` is the mask's area
+    fraction, the score of a uniform contribution map. Also the top-1 accuracy.
     """
 
     def step(variables, batch):
         ex = explain(model, variables, model_input(batch["image"], in_channels), batch["label"])
-        pos = jnp.maximum(ex.contributions, 0.0)
-        mask = batch["mask"].astype(jnp.float32)
-        total = jnp.sum(pos, axis=(1, 2))
-        inside = jnp.sum(pos * mask, axis=(1, 2))
-        score = jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), 0.0)
+        score, area = mask_localisation(ex.contributions, batch["mask"])
         valid = batch["valid"].astype(jnp.float32)
         correct = (jnp.argmax(ex.logits, -1) == batch["label"]).astype(jnp.float32)
         return {
             "loc_sum": jnp.sum(score * valid),
-            "uniform_sum": jnp.sum(jnp.mean(mask, axis=(1, 2)) * valid),
+            "uniform_sum": jnp.sum(area * valid),
             "correct": jnp.sum(correct * valid),
             "count": jnp.sum(valid),
         }

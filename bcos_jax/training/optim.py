@@ -65,16 +65,16 @@ def epoch_table(cfg: Any, base_lr: float, num_epochs: int) -> np.ndarray:
     if name == "constant":
         lr = np.full(num_epochs, base_lr)
     elif name == "warmup_cosine":
-        warm = int(cfg.get("warmup_epochs") or 0)
+        warm = int(cfg.warmup_epochs)
         t_max = max(num_epochs - warm, 1)  # short debug runs may end inside the warm-up
-        min_lr = float(cfg.get("min_lr", 0.0))
+        min_lr = float(cfg.min_lr)
         cos = _cosine(np.maximum(e - warm, 0), t_max, base_lr, min_lr)
         if warm:
             lr = np.where(e < warm, base_lr * _linear_warmup_factor(e, warm, cfg.warmup_factor), cos)
         else:
             lr = cos
     elif name == "step":
-        lr = base_lr * cfg.get("gamma", 0.1) ** np.floor(e / cfg.step_epochs)
+        lr = base_lr * cfg.gamma ** np.floor(e / cfg.step_epochs)
     elif name == "v1_cosine":
         warm = int(cfg.warmup_epochs)
         warmup = np.linspace(cfg.start_warmup_lr, base_lr, warm) if warm > 0 else np.array([])
@@ -88,7 +88,7 @@ def epoch_table(cfg: Any, base_lr: float, num_epochs: int) -> np.ndarray:
             f"unknown schedule {name!r}; choose warmup_cosine, step, v1_cosine, v1_cifar or constant"
         )
     lr = np.asarray(lr, np.float64)
-    if cfg.get("epoch0_lr") is not None:
+    if cfg.epoch0_lr is not None:
         lr[0] = cfg.epoch0_lr
     return lr
 
@@ -97,7 +97,7 @@ def make_schedule(
     cfg: Any, base_lr: float, steps_per_epoch: int, total_steps: int
 ) -> Callable[[Array], Array]:
     """``schedule(step) -> lr`` (jittable) for ``config.schedule``; ``step`` counts optimiser updates."""
-    interval = cfg.get("interval", "epoch")
+    interval = cfg.interval
     if interval == "epoch":
         num_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
         table = jnp.asarray(epoch_table(cfg, base_lr, num_epochs), jnp.float32)
@@ -114,10 +114,10 @@ def make_schedule(
     if cfg.name != "warmup_cosine":
         raise ValueError(f"schedule {cfg.name!r} is defined per epoch only")
     # The reference converts epochs to steps with steps_per_epoch = total // epochs.
-    warm = int(cfg.get("warmup_steps") or 0) or int(cfg.get("warmup_epochs") or 0) * steps_per_epoch
+    warm = int(cfg.warmup_steps) or int(cfg.warmup_epochs) * steps_per_epoch
     t_max = max(total_steps - warm, 1)  # short debug runs may end inside the warm-up
-    min_lr = float(cfg.get("min_lr", 0.0))
-    start = float(cfg.get("warmup_factor", 0.01))
+    min_lr = float(cfg.min_lr)
+    start = float(cfg.warmup_factor)
 
     def schedule(step):
         t = step.astype(jnp.float32) if hasattr(step, "astype") else jnp.float32(step)
@@ -192,12 +192,11 @@ def make_optimizer(
     """
     schedule = make_schedule(schedule_cfg, cfg.lr, steps_per_epoch, total_steps)
     chain = []
-    if cfg.get("agc"):
-        chain.append(adaptive_grad_clip(cfg.get("agc_clip_factor", 0.01), cfg.get("agc_eps", 1e-3)))
-    if cfg.get("grad_clip_norm"):
+    if cfg.agc:
+        chain.append(adaptive_grad_clip(cfg.agc_clip_factor, cfg.agc_eps))
+    if cfg.grad_clip_norm:
         chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
-    b1, b2, eps = cfg.get("b1", 0.9), cfg.get("b2", 0.999), cfg.get("eps", 1e-8)
-    wd = cfg.get("weight_decay", 0.0) or 0.0
+    b1, b2, eps, wd = cfg.b1, cfg.b2, cfg.eps, cfg.weight_decay
     name = cfg.name.lower()
     if name == "adam":
         if wd:
@@ -208,7 +207,7 @@ def make_optimizer(
     elif name == "sgd":
         if wd:
             chain.append(optax.add_decayed_weights(wd))
-        chain.append(optax.sgd(schedule, momentum=cfg.get("momentum", 0.9)))
+        chain.append(optax.sgd(schedule, momentum=cfg.momentum))
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}; choose adam, adamw or sgd")
     return optax.chain(*chain), schedule
