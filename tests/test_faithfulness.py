@@ -1,6 +1,7 @@
 """Deletion / insertion curves on toy cases, and the whole ``evaluate`` pipeline and CLI."""
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,8 +107,16 @@ def colour_logits(x):
     return 40.0 * jnp.mean(act, axis=(1, 2)) - 1.0
 
 
-COLOUR = A.ModelFns(logits=colour_logits, explain_logits=colour_logits, probabilities=jax.nn.sigmoid,
-                    name="colours")
+class ColourDetector(nn.Module):
+    """``colour_logits`` as a module of the zoo contract, so that W(x) comes from ``explain``."""
+
+    @nn.compact
+    def __call__(self, x, train=False, explain=False):
+        return colour_logits(x)
+
+
+COLOUR = A.from_model(ColourDetector(), {}, bcos=True, probabilities=jax.nn.sigmoid,
+                      encode=lambda rgb: rgb, decode=lambda x: x, name="colours")
 
 
 def _small_config(**kw):

@@ -59,20 +59,24 @@ def input_x_gradient(model: Any, x: Array, targets: Optional[Array] = None) -> A
 
 
 def bcos(model: Any, x: Array, targets: Optional[Array] = None) -> Array:
-    """The B-cos explanation x ⊙ W(x): input×gradient in explanation mode ('Ours').
+    """The B-cos explanation x ⊙ W(x) ('Ours'), with W(x) from ``bcos_jax.explain``.
 
     Summed over channels this is ``bcos_jax.explain(...).contributions`` (and sums to the
     logit minus its constant bias).
     """
     fns = as_model_fns(model, "bcos")
-    if fns.explain_logits is None:
+    if fns.explain is None:
         raise ValueError(
-            "bcos: needs a ModelFns with explain_logits (a B-cos model: from_model(..., bcos=True)); "
+            "bcos: needs a ModelFns with explain (a B-cos model: from_model(..., bcos=True)); "
             f"{fns.name!r} has none"
         )
     x = check_input(x, "bcos")
-    g, multi = _grads(fns.explain_logits, x, targets, "bcos")
-    return finish(x[None] * g, multi)
+    if targets is None:
+        weights, multi = fns.explain(x, None).weights[None], False
+    else:
+        tgt, multi = prepare_targets(targets, None, x.shape[0], "bcos")
+        weights = fns.explain(x, tgt).weights  # [K, N, H, W, C_in]
+    return finish(x[None] * weights.astype(x.dtype), multi)
 
 
 IG_SCHEMES = (

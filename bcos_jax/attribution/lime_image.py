@@ -24,7 +24,8 @@ multiple of 64 (``max_segments``) so that jit compiles once per bucket.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,14 @@ from bcos_jax.attribution.model_fns import as_model_fns
 
 Array = jax.Array
 
-__all__ = ["lime", "lime_from_segments", "lime_samples", "quickshift_segments", "segment_bucket"]
+__all__ = [
+    "lime",
+    "lime_attributor",
+    "lime_from_segments",
+    "lime_samples",
+    "quickshift_segments",
+    "segment_bucket",
+]
 
 
 def quickshift_segments(
@@ -193,3 +201,28 @@ def lime(
             raise ValueError("lime: with traced segments, pass a static max_segments")
         max_segments = segment_bucket(np.asarray(segments))
     return lime_from_segments(fns, x, targets, segments, max_segments=max_segments, **settings)
+
+
+def lime_attributor(
+    fns: Any,
+    *,
+    kernel_size: float = 4,
+    max_dist: float = 200,
+    ratio: float = 0.2,
+    **settings: Any,
+) -> Callable[..., Array]:
+    """The compiled ``f(x, targets=None)`` for LIME (its ``Method.compile``).
+
+    Superpixels are computed on the host from ``fns.decode(x)`` for every call; the rest
+    (sampling, probabilities, ridge regression) is one ``jax.jit`` compiled once per
+    superpixel bucket (``segment_bucket``).
+    """
+    fns = as_model_fns(fns, "lime")
+    core = jax.jit(functools.partial(lime_from_segments, fns, **settings), static_argnames=("max_segments",))
+
+    def run(x, targets=None):
+        rgb = np.asarray(fns.decode(jnp.asarray(x)))
+        segments = quickshift_segments(rgb, kernel_size, max_dist, ratio)
+        return core(x, targets, segments, max_segments=segment_bucket(segments))
+
+    return run

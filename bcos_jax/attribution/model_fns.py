@@ -6,8 +6,9 @@ the bundle for any Flax module that follows the zoo contract
 (``model.apply(variables, x, train=False, explain=False)``):
 
 * ``logits(x)``: the ordinary forward pass [N, H, W, C_in] -> [N, C].
-* ``explain_logits(x)``: the same in explanation mode (dynamic scales detached; B-cos only),
-  whose input gradient is W(x): the 'bcos' method is input×gradient of this function.
+* ``explain(x, targets)``: ``bcos_jax.explain`` of the model (B-cos only): W(x) of the
+  targets, their contributions and the logits, from the one explanation path every W(x) in
+  the package goes through (the 'bcos' method is ``x · W(x)``).
 * ``tap(x, delta)``: the forward pass with a *feature tap*: returns ``(logits, features)``
   where ``features`` [N, h, w, D] is the last feature map before the classifier and
   ``delta`` (same shape, or None) is added to it, so ``jax.vjp`` in ``delta`` at 0 gives
@@ -61,7 +62,8 @@ import jax
 import jax.numpy as jnp
 
 from bcos_jax.constants import IMAGENET_MEAN, IMAGENET_STD
-from bcos_jax.explain import logits_of
+from bcos_jax.explain import Explanation, logits_of
+from bcos_jax.explain import explain as _explain
 
 Array = jax.Array
 
@@ -92,7 +94,8 @@ class ModelFns:
 
     Attributes:
       logits: x [N, H, W, C_in] -> logits [N, C].
-      explain_logits: explanation-mode logits (B-cos), or None.
+      explain: (x [N, H, W, C_in], targets None | [N] | [N, K]) -> ``bcos_jax.Explanation``
+        (``bcos_jax.explain`` of a B-cos model), or None for models without W(x).
       tap: (x, delta or None) -> (logits, features [N, h, w, D]), or None (no Grad-CAM).
       probabilities: logits [..., C] -> probabilities [..., C].
       encode: RGB [..., 3] in [0, 1] -> model input [..., C_in].
@@ -101,7 +104,7 @@ class ModelFns:
     """
 
     logits: Callable[[Array], Array]
-    explain_logits: Optional[Callable[[Array], Array]] = None
+    explain: Optional[Callable[[Array, Optional[Array]], Explanation]] = None
     tap: Optional[Callable[[Array, Optional[Array]], Tuple[Array, Array]]] = None
     probabilities: Callable[[Array], Array] = jax.nn.softmax
     encode: Callable[[Array], Array] = _identity
@@ -275,19 +278,14 @@ def from_model(
       **apply_kwargs: extra arguments for ``model.apply``.
     """
 
-    def apply_with(explain: bool):
-        def apply(x):
-            return model.apply(variables, x, train=False, explain=explain, **apply_kwargs)
-
-        return apply
-
-    plain = apply_with(False)
+    def plain(x):
+        return model.apply(variables, x, train=False, explain=False, **apply_kwargs)
 
     def logits(x):
         return logits_of(plain(x))
 
-    def explain_logits(x):
-        return logits_of(apply_with(True)(x))
+    def explain_targets(x, targets=None):
+        return _explain(model, variables, x, targets, **apply_kwargs)
 
     if feature_layer is not None:
         fixed = _parse_layer(feature_layer)
@@ -304,7 +302,7 @@ def from_model(
     default_enc, default_dec = _bcos_encoding() if bcos else imagenet_normalize()
     return ModelFns(
         logits=logits,
-        explain_logits=explain_logits if bcos else None,
+        explain=explain_targets if bcos else None,
         tap=tap,
         probabilities=probabilities or (jax.nn.sigmoid if bcos else jax.nn.softmax),
         encode=encode or default_enc,

@@ -39,8 +39,8 @@ from bcos_jax.evaluation.data import EvalData
 
 __all__ = ["DEFAULT_METHODS", "EvalConfig", "evaluate"]
 
-DEFAULT_METHODS = ("bcos", "gradient", "input_x_gradient", "integrated_gradients", "gradcam",
-                   "guided_backprop", "deeplift", "occlusion", "rise", "lime")
+# The methods registered with default=True (bcos_jax.attribution.registry).
+DEFAULT_METHODS = attribution.DEFAULT_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +140,7 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
     """
     methods = [attribution.get_method(m) for m in config.methods]
     for m in methods:
-        if m.needs == "explain" and fns.explain_logits is None:
-            raise ValueError(f"method {m.name!r} needs a B-cos model; {model_name!r} is a standard model")
+        m.check(fns)
     settings = {attribution.get_method(k).name: dict(v) for k, v in config.method_settings.items()}
     unknown = set(settings) - {m.name for m in methods}
     if unknown:
@@ -290,14 +289,14 @@ def _colour_explanations(fns: ModelFns, rgb: np.ndarray, labels: np.ndarray,
                          image_size: int) -> Optional[List[np.ndarray]]:
     """The reference's coloured B-cos explanations (RGBA) of the gallery images, if it has any.
 
-    They need W(x) (explanation mode) on the 6-channel ``[x, 1-x]`` encoding.
+    They need W(x) (``ModelFns.explain``) on the 6-channel ``[x, 1-x]`` encoding.
     """
     from bcos_jax import visualize
 
     x = fns.encode(jnp.asarray(rgb))
-    if fns.explain_logits is None or x.shape[-1] != 6:
+    if fns.explain is None or x.shape[-1] != 6:
         return None
-    w = np.asarray(attribution.gradient(attribution.ModelFns(logits=fns.explain_logits), x, jnp.asarray(labels)))
+    w = np.asarray(fns.explain(x, jnp.asarray(labels)).weights)
     x = np.asarray(x)
     smooth = 15 if image_size >= 128 else 3
     return [visualize.gradient_to_image(x[i], w[i], smooth=smooth) for i in range(len(x))]
