@@ -92,10 +92,11 @@ class _Marker:
 class _Storage:
     """One storage: dtype, byte size, byte order and (once read) its bytes."""
 
-    __slots__ = ("key", "dtype", "nbytes", "big", "raw")
+    __slots__ = ("key", "dtype", "nbytes", "big", "raw", "users")
 
     def __init__(self, key: str, dtype: np.dtype, nbytes: int, big: bool):
         self.key, self.dtype, self.nbytes, self.big, self.raw = key, dtype, nbytes, big, None
+        self.users = 0  # tensors built on this storage
 
     def __setstate__(self, state):
         raise pickle.UnpicklingError("state given to a storage")
@@ -132,6 +133,7 @@ def _rebuild_tensor(storage, offset, size, stride, *rest, dtype=None) -> _Tensor
     shape, strides = _int_tuple(size, "size"), _int_tuple(stride, "stride")
     if len(shape) != len(strides):
         raise pickle.UnpicklingError(f"tensor size {shape} and stride {strides} differ in rank")
+    storage.users += 1
     return _TensorRef(storage, offset, shape, strides, dtype or storage.dtype)
 
 
@@ -243,11 +245,26 @@ def _materialize(ref: _TensorRef) -> np.ndarray:
         raise ValueError(
             f"a tensor of shape {ref.shape}, stride {ref.strides} at offset {ref.offset} reaches "
             f"past the end of its storage {st.key!r} ({buf.size} items): corrupt file")
+    if ref.strides == _contiguous_strides(ref.shape) and buf.dtype.isnative:
+        # The common case (every tensor of a state_dict): a plain block of its own storage
+        # is returned as a view of the bytes read (writeable, nothing else refers to them).
+        n = int(np.prod(ref.shape))
+        block = buf[ref.offset:ref.offset + n].reshape(ref.shape)
+        return block if st.users == 1 and isinstance(st.raw, bytearray) else block.copy()
     view = np.lib.stride_tricks.as_strided(
         buf[ref.offset:], shape=ref.shape,
         strides=[s * buf.itemsize for s in ref.strides], writeable=False)
     # A copy: contiguous, native byte order, writeable, and not tied to the file's buffer.
     return np.array(view, dtype=dtype, order="C")
+
+
+def _contiguous_strides(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """torch's strides of a C-contiguous tensor of ``shape`` (in items)."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
 
 
 def _finish(obj: Any) -> Any:
@@ -313,7 +330,7 @@ def _load_zip(zf: zipfile.ZipFile, path: str) -> Any:
             if info.file_size != st.nbytes:
                 raise ValueError(f"{path}: storage {record!r} holds {info.file_size} bytes, "
                                  f"the pickle expects {st.nbytes}")
-            st.raw = zf.read(record)
+            st.raw = bytearray(zf.read(record))  # CRC-checked by zipfile
             storages[key] = st
         elif storages[key].dtype != dtype:
             raise pickle.UnpicklingError(f"storage {key!r} read as two dtypes")

@@ -23,7 +23,7 @@ import pytest
 
 import bcos_jax
 from bcos_jax import download, models, released
-from tests.torch_ref import bcos, randomize_norm_stats, torch
+from tests.torch_ref import bcos, torch
 
 FAKE_HOST = "https://weights.invalid/release"
 
@@ -72,6 +72,17 @@ def server(monkeypatch, tmp_path):
     monkeypatch.setenv("BCOS_JAX_WEIGHTS_URL", s.url)
     yield s
     s.stop()
+
+
+def _perturb_norms(model) -> None:
+    """Non-trivial norm scales and running variances, so a wrong conversion shows in logits."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase):
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+                if m.weight is not None:
+                    m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
 
 
 def _hashed_name(stem: str, data: bytes, n: int = 10) -> str:
@@ -183,7 +194,7 @@ def fake_release(server, monkeypatch):
     under a hash-prefixed name, the zoo entry pointing at it."""
     torch.manual_seed(0)
     ref = bcos.models.resnet.cifar10_resnet20()
-    randomize_norm_stats(ref)
+    _perturb_norms(ref)
     buf = io.BytesIO()
     torch.save(ref.state_dict(), buf)
     data = buf.getvalue()

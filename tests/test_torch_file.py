@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -60,15 +61,28 @@ def _narrow_vgg(v1: bool, width=32):
 
 
 def _v1_inception():
-    from tests.test_models_v1 import TorchV1Inception
-
-    return TorchV1Inception(classes=10)
+    """The original v1 Inception v3's state_dict layout (key, shape, dtype per line, listed from
+    the moboehle/B-cos model in tests/data), filled with random values."""
+    g = torch.Generator().manual_seed(0)
+    sd = collections.OrderedDict()
+    for line in open(pathlib.Path(__file__).parent / "data" / "v1_inception_v3_state_dict.txt"):
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape, _ = line.rstrip("\n").split("\t")
+        sd[key] = torch.randn(*[int(d) for d in shape.strip("()").split(",") if d.strip()],
+                              generator=g)
+    return sd
 
 
 def _v1_cifar9l():
-    from tests.test_models_v1 import TorchNineL
-
-    return TorchNineL(2)
+    """moboehle/B-cos experiments/CIFAR10/bcos/model.py: 9 B-cos convs (B=2, MaxOut 2)."""
+    out_c, ks = [64] * 2 + [128] * 3 + [256] * 3 + [10], [3] * 8 + [1]
+    stride, padding = [1, 1, 2, 1, 1, 2, 1, 1, 1], [1] * 8 + [0]
+    layers, c_in = [], 6
+    for c, k, s, p in zip(out_c, ks, stride, padding):
+        layers.append(BcosConv2dWithScale(c_in, c, k, s, p, b=2, max_out=2, scale=0.0562))
+        c_in = c
+    return torch.nn.Sequential(*layers)
 
 
 # (zoo name whose key layout the file has, None for a narrowed model; builder; key prefix of
@@ -89,7 +103,7 @@ FAMILIES = {
     "v1 resnet (v1_resnet34)": ("v1_resnet34", _v1_resnet34, "0.", True),
     "v1 densenet (v1_densenet121)": ("v1_densenet121", _v1_densenet121, "0.", True),
     "v1 vgg (v1_vgg11, narrow)": (None, lambda: _narrow_vgg(True), "0.", True),
-    "v1 inception (v1_inception_v3, 10 classes)": (None, _v1_inception, "0.", True),
+    "v1 inception (v1_inception_v3)": ("v1_inception_v3", _v1_inception, "", True),
     "v1 cifar 9L (v1_cifar10_9l)": ("v1_cifar10_9l", _v1_cifar9l, "", True),
 }
 
@@ -128,8 +142,9 @@ def test_reference_model_files_read_bitwise(family, tmp_path):
     name, build, prefix, legacy = FAMILIES[family]
     torch.manual_seed(0)
     model = build()
-    sd = collections.OrderedDict((prefix + k, v) for k, v in model.state_dict().items())
-    sd._metadata = getattr(model.state_dict(), "_metadata", None)
+    state = model if isinstance(model, dict) else model.state_dict()
+    sd = collections.OrderedDict((prefix + k, v) for k, v in state.items())
+    sd._metadata = getattr(state, "_metadata", None)
     path = tmp_path / "w.pth"
     torch.save(sd, path, _use_new_zipfile_serialization=not legacy)
     t0 = time.perf_counter()
@@ -188,8 +203,10 @@ def test_views_shared_storages_and_dtypes_bitwise(legacy, tmp_path):
     torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     ours = torch_file.load(str(path))
     assert_bitwise_equal(ours, torch.load(path, weights_only=True))
-    ours["transposed"][0, 0] = 123.0  # copies: writing one tensor never changes another
+    ours["transposed"][0, 0] = 123.0  # writing one tensor never changes another
     assert ours["shares_storage"][0, 0] != 123.0
+    assert all(a.flags.writeable and a.flags.c_contiguous
+               for a in ours.values() if isinstance(a, np.ndarray))
 
 
 def test_big_endian_zip_file(tmp_path):
