@@ -8,8 +8,10 @@
   bcos-jax evaluate MODEL [--dataset ...] --out DIR
                                                  localisation / faithfulness (see --help)
 
-MODEL is ``--checkpoint DIR`` (a ``save_model`` directory or a training workdir) or
-``--model NAME --weights FILE``, with ``--num-classes N`` for either (``common.add_model_args``).
+MODEL is ``--checkpoint DIR`` (a ``save_model`` directory or a training workdir),
+``--model NAME --weights FILE``, or ``--model NAME --pretrained`` (the released weights,
+downloaded and converted once: ``bcos_jax.pretrained``), with ``--num-classes N``
+(``common.add_model_args``).
 The commands sit on top of the package: they import the libraries, nothing imports them.
 """
 from __future__ import annotations
