@@ -16,8 +16,10 @@ float8 as ``ml_dtypes`` arrays). Two container formats are read:
 The unpickler is an allow-list: plain containers (dict, ``OrderedDict``, list, tuple, set),
 str/bytes/numbers/bool/None, and tensors — ``torch._utils._rebuild_tensor{,_v2,_v3}``,
 ``_rebuild_parameter{,_with_state}``, ``torch._tensor._rebuild_from_type_v2`` for
-``torch.Tensor``/``Parameter``, the storage classes (through ``persistent_load``), dtypes,
-``torch.Size`` and ``torch.device``. Any other global (a class, a function, ``builtins.eval``,
+``torch.Tensor``/``Parameter``, the storage classes (through ``persistent_load``), dtypes
+(read as ``np.dtype``), ``torch.Size`` (a tuple) and ``torch.device`` (a string such as
+'cuda:0') — what a Lightning checkpoint keeps beside the weights (optimiser and scheduler
+states, plain hyper-parameters) reads too. Any other global (a class, a function, ``builtins.eval``,
 TorchScript's ``__torch__`` ...) raises ``UnsafeCheckpointError`` naming it before anything
 is called. The pre-2017 tar format is not read (``UnsupportedFormatError``).
 """
@@ -274,6 +276,10 @@ def _finish(obj: Any) -> Any:
     def walk(o: Any) -> Any:
         if isinstance(o, _TensorRef):
             return _materialize(o)
+        if isinstance(o, _Marker) and o.kind == "dtype":  # e.g. a hyper-parameter
+            return o.value
+        if isinstance(o, _Marker) and o.kind == "size":
+            return o.value
         if isinstance(o, (_Storage, _Marker)):
             raise ValueError(f"a bare torch object ({type(o).__name__}) outside a tensor")
         if id(o) in memo:

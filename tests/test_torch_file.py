@@ -209,6 +209,43 @@ def test_views_shared_storages_and_dtypes_bitwise(legacy, tmp_path):
                for a in ours.values() if isinstance(a, np.ndarray))
 
 
+def test_lightning_style_checkpoint(tmp_path):
+    """What a Lightning checkpoint of the B-cos-v2 trainer holds besides the weights: plain
+    hyper-parameters, optimiser and scheduler states, callback states. Read as torch reads
+    it; ``load_torch_checkpoint`` unwraps ``state_dict``."""
+    torch.manual_seed(0)
+    model = bcos_resnet.cifar10_resnet20()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    model(torch.rand(2, 6, 32, 32)).sum().backward()
+    opt.step()
+    sched.step()
+    sd = {"model." + k: v for k, v in model.state_dict().items()}
+    ckpt = {
+        "epoch": 3, "global_step": 1200, "pytorch-lightning_version": "2.1.0",
+        "state_dict": sd, "optimizer_states": [opt.state_dict()],
+        "lr_schedulers": [sched.state_dict()],
+        "callbacks": {"ModelCheckpoint{'monitor': 'eval_acc1'}": {
+            "best_model_score": torch.tensor(0.75), "dirpath": "/ckpt", "best_k_models": {}}},
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"dataset": "ImageNet", "base_network": "bcos_final",
+                             "lr": 1e-3, "betas": (0.9, 0.999), "dtype": torch.float32,
+                             "device": torch.device("cpu"), "shape": torch.Size([3, 4])},
+    }
+    path = tmp_path / "last.ckpt"
+    torch.save(ckpt, path)
+    ours = torch_file.load(str(path))
+    ref = torch.load(path, weights_only=True)
+    hp = ours.pop("hyper_parameters")
+    ref_hp = ref.pop("hyper_parameters")
+    assert_bitwise_equal(ours, ref)
+    assert hp["dtype"] == np.dtype(np.float32) and hp["device"] == "cpu"
+    assert hp["shape"] == (3, 4) and hp["betas"] == ref_hp["betas"]
+    flat = convert.load_torch_checkpoint(str(path))
+    assert list(flat) == list(sd)
+    assert all(flat[k].tobytes() == v.numpy().tobytes() for k, v in sd.items())
+
+
 def test_big_endian_zip_file(tmp_path):
     """A file written on a big-endian machine (byteorder record 'big') reads to the same values."""
     obj = {"w": torch.randn(3, 4), "h": torch.randn(5).half(), "i": torch.arange(4)}
