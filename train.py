@@ -16,7 +16,9 @@ accelerators, ``--aot_topology v5e:4x4`` compiles the sharded train step for tha
 topology and prints its per-chip memory instead of training (needs ``pip install 'jax[tpu]'``).
 
 The file reads top to bottom: flags, mesh, input, model and optimiser, sharding and update
-step, checkpoint, loop, eval. The pieces live in ``bcos_jax.training``: the train state
+step, checkpoint, loop, eval. Fine-tuning (``config.init_from``, ``config.freeze``,
+``data.name='folder:PATH'``): ``bcos_jax.training.transfer`` and docs/finetuning.md.
+The pieces live in ``bcos_jax.training``: the train state
 (``state.TrainState``) and the pure ``init`` / ``train_step`` / ``eval_step`` in ``step``.
 """
 from __future__ import annotations
@@ -36,12 +38,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
-from bcos_jax import data, hub
+from bcos_jax import data, hub, jsonio
 from bcos_jax.training import checkpoint as ckpt_lib
 from bcos_jax.training import defaults as defaults_lib
 from bcos_jax.training import evaluate as eval_lib
 from bcos_jax.training import metrics as metrics_lib
-from bcos_jax.training import sharding
+from bcos_jax.training import sharding, transfer
 from bcos_jax.training import step as step_lib
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/NAME.py[:ARG]).",
@@ -128,11 +130,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     eval_ds = data.make_dataset(config.data, config.data.eval_split, train=False,
                                 global_batch_size=config.eval_batch_size, seed=config.seed)
     train_iter = iter(train_ds)
+    class_names = data.sources.class_names(config.data)
+    if is_main and class_names is not None:
+        jsonio.write_json(os.path.join(workdir, "classes.json"), list(class_names))
 
     # =================================================================================
     # Model and optimiser (bcos_jax.training.step.Setup: the static half of training).
     # =================================================================================
     setup = step_lib.Setup.from_config(config, info.num_classes, info.num_train, mesh)
+    freeze_plan = None
+    if config.freeze:  # optax.multi_transform; fully frozen norm layers in inference mode
+        setup, freeze_plan = transfer.apply_freeze(setup, config.freeze)
     if is_main:
         hub.write_model_json(workdir, setup.model_name, setup.model_overrides)
     total, spe = setup.total_steps, setup.steps_per_epoch
@@ -150,12 +158,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     # =================================================================================
     ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     restored = ckpt.restore(steps.abstract_state)
+    init_report = None  # what init_from took over (None: not applied in this invocation)
     if restored is not None:
         start_step, state, data_state = restored
         train_iter.set_state(data_state)
         logging.info("resumed from step %d in %s", start_step, ckpt.directory)
+        if config.init_from:
+            logging.warning("resumed from the run's own checkpoint: init_from=%r is not applied "
+                            "again", config.init_from)
     else:
         start_step, state = 0, steps.init(init_rng)
+        if config.init_from:  # the weights of another run or model; the optimiser starts afresh
+            state, init_report = transfer.apply_init_from(
+                setup, state, steps.state_sharding, config.init_from, config.data.image_size)
     ckpt_every = _interval(config.checkpoint_every_steps, config.checkpoint_every_epochs, spe)
     eval_every = _interval(config.eval_every_steps, config.eval_every_epochs, spe)
     explain_every = _interval(config.explain_every_steps, config.explain_every_epochs, spe)
@@ -178,6 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         pics = multihost_utils.broadcast_one_to_all(pics)
     pics_dev = jax.device_put(pics, replicated)
 
+    evals = []  # every evaluation of this invocation: summary.json's 'evals'
+
     def run_eval(step: int) -> Dict[str, float]:
         out = eval_lib.evaluate(steps.eval_step, state.variables(), iter(eval_ds), mesh)
         out = {f"val_{k}": v for k, v in out.items()}
@@ -185,6 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             ema = eval_lib.evaluate(steps.eval_step, state.variables(ema=True), iter(eval_ds), mesh)
             out.update({f"val_ema_{k}": v for k, v in ema.items()})
         writer.scalars(step, {k: v for k, v in out.items() if not k.endswith("count")})
+        evals.append({"step": step, **out})
         return out
 
     def explanations():
@@ -265,7 +283,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         "model": config.model_name, "steps": done, "epochs": done / spe,
         "global_batch_size": config.batch_size, "devices": mesh.size,
         "processes": jax.process_count(), **last_val, "train": train_means,
-        "best_step": ckpt.best_step(), "accuracy": last_val["val_top1"],
+        "best_step": ckpt.best_step(), "accuracy": last_val["val_top1"], "evals": evals,
+        **transfer.summary_fields(freeze_plan, init_report, config.init_from),
     }
 
     # Explanation pictures; localisation on datasets with object masks.
@@ -314,6 +333,8 @@ def aot_compile(config: ml_collections.ConfigDict, topology: str, num_slices: in
                          f"chips of {topology}")
     info = info or _dataset_info(config)
     setup = step_lib.Setup.from_config(config, info.num_classes, info.num_train, mesh)
+    if config.freeze:
+        setup, _ = transfer.apply_freeze(setup, config.freeze)
     steps = step_lib.jit_on_mesh(setup, mesh, config.sharding_rules, config.fsdp_min_size)
     s, n = config.data.image_size, config.batch_size
     batch = {
