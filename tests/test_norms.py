@@ -38,20 +38,22 @@ def _make(case, affine, seed=0):
         ref = TN.Unaffine(lambda: ref)()
     kw = {"nobias": dict(use_bias=False), "unaffine": dict(use_bias=False, use_scale=False)}.get(affine, {})
     mod = flax_ctor(**kw)
+    # jnp.array copies; jnp.asarray may alias the torch buffer (JAX 0.10.0 does on CPU), and
+    # the reference's in-place running-statistics update would then change our variables too.
     variables = {"params": {}}
     with torch.no_grad():
         if ref.weight is not None:
             ref.weight.copy_(0.5 + torch.rand(ref.weight.shape, generator=g))
-            variables["params"]["scale"] = jnp.asarray(ref.weight.numpy())
+            variables["params"]["scale"] = jnp.array(ref.weight.numpy())
         if ref.bias is not None:
             ref.bias.copy_(torch.randn(ref.bias.shape, generator=g))
-            variables["params"]["bias"] = jnp.asarray(ref.bias.numpy())
+            variables["params"]["bias"] = jnp.array(ref.bias.numpy())
         if has_stats:
             ref.running_var.copy_(0.5 + torch.rand(ref.running_var.shape, generator=g))
             ref.running_mean.copy_(torch.randn(ref.running_mean.shape, generator=g))
-            variables["batch_stats"] = {"var": jnp.asarray(ref.running_var.numpy())}
+            variables["batch_stats"] = {"var": jnp.array(ref.running_var.numpy())}
             if name in ("bn", "alln"):
-                variables["batch_stats"]["mean"] = jnp.asarray(ref.running_mean.numpy())
+                variables["batch_stats"]["mean"] = jnp.array(ref.running_mean.numpy())
     return ref, mod, variables
 
 
