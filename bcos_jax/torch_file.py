@@ -25,6 +25,7 @@ is called. The pre-2017 tar format is not read (``UnsupportedFormatError``).
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import os
@@ -166,13 +167,23 @@ def _bytes_from_latin1(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+def _bytearray(*args):
+    # bytearray(n) would allocate n bytes on the pickle's say-so: only the forms pickle
+    # writes are accepted, (bytes,) and, in protocol 2, (str, 'latin-1').
+    if args == () or (len(args) == 1 and isinstance(args[0], bytes)):
+        return bytearray(*args)
+    if len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin-1", "latin1"):
+        return bytearray(args[0], "latin-1")
+    raise pickle.UnpicklingError("bytearray is only accepted from bytes or a latin-1 str")
+
+
 def _allowed_globals() -> Dict[Tuple[str, str], Any]:
     g: Dict[Tuple[str, str], Any] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
         ("builtins", "complex"): complex,
-        ("builtins", "bytearray"): bytearray,
+        ("builtins", "bytearray"): _bytearray,
         ("_codecs", "encode"): _bytes_from_latin1,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -204,6 +215,11 @@ class _Unpickler(pickle.Unpickler):
         self._storage_reader = storage_reader
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol 2 (torch.save's) writes Python 2 names such as __builtin__.set.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -333,6 +349,10 @@ def _load_zip(zf: zipfile.ZipFile, path: str) -> Any:
             except KeyError:
                 raise ValueError(f"{path}: storage record {record!r} is missing") from None
             st = _Storage(key, dtype, numel * dtype.itemsize, big)
+            if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1100 * max(
+                    info.compress_size, 1):  # beyond deflate's ratio: a zip bomb
+                raise ValueError(f"{path}: record {record!r} claims {info.file_size} bytes "
+                                 f"from {info.compress_size}")
             if info.file_size != st.nbytes:
                 raise ValueError(f"{path}: storage {record!r} holds {info.file_size} bytes, "
                                  f"the pickle expects {st.nbytes}")
@@ -372,6 +392,8 @@ def _no_storages(*_):
 
 
 def _load_legacy(f: BinaryIO, path: str) -> Any:
+    size = f.seek(0, io.SEEK_END)
+    f.seek(0)
     big = _legacy_header(f, path)
     roots: Dict[str, _Storage] = {}
     views: Dict[str, Tuple[str, int, int]] = {}
@@ -407,6 +429,9 @@ def _load_legacy(f: BinaryIO, path: str) -> Any:
         if numel * st.dtype.itemsize != st.nbytes:
             raise ValueError(f"{path}: storage {key!r} holds {numel} items, the pickle expects "
                              f"{st.nbytes // max(st.dtype.itemsize, 1)}")
+        if st.nbytes > size - f.tell():  # checked before allocating what the pickle claims
+            raise ValueError(f"{path}: truncated in storage {key!r} ({st.nbytes} bytes claimed, "
+                             f"{size - f.tell()} left in the file)")
         raw = bytearray(st.nbytes)
         if f.readinto(raw) != st.nbytes:
             raise ValueError(f"{path}: truncated in storage {key!r}")

@@ -189,6 +189,7 @@ def _awkward():
         c64=torch.randn(3, dtype=torch.complex64, generator=g),
         parameter=torch.nn.Parameter(torch.randn(2, generator=g)),
         nested={"epoch": 3, "lr": 1e-3, "names": ["a", "b"], "t": (1, None, True, b"xy"),
+                "raw": bytearray(b"\x00\xffab"), "ids": {1, 2}, "z": complex(1, 2),
                 "tensors": [base[0], big[1, :, 2]]},
     )
 
