@@ -1,4 +1,5 @@
 """Own data: ``data.name='folder:PATH'`` (ImageFolder layout) and the second synthetic task."""
+import json
 import os
 
 import numpy as np
@@ -142,3 +143,23 @@ def test_second_synthetic_task():
     b = next(iter(data.make_dataset(cfg, "train", global_batch_size=4, process_index=0,
                                     process_count=1)))
     assert b["mask"].shape == (4, 32, 32) and b["targets"].shape == (4, 5)
+
+
+def test_train_py_on_a_folder_dataset(tmp_path):
+    """A whole train.py run on class folders of PNGs: classes.json, evaluation on val/."""
+    from training_helpers import get_config, train_module
+
+    rng = np.random.default_rng(1)
+    root = _make(tmp_path / "data", per_class=(8, 8, 8), val_per_class=(2, 2, 3), rng=rng)
+    cfg = get_config("finetune", "quickstart2,scratch")
+    cfg.data.name = f"folder:{root}"
+    cfg.data.eval_split = "validation"
+    cfg.data.augment, cfg.data.image_size = "v2", 16
+    cfg.data.eval_resize, cfg.data.eval_crop = 18, 16
+    cfg.model.widths = (8, 16)
+    cfg.batch_size, cfg.eval_batch_size, cfg.num_steps = 8, 8, 2
+    cfg.localisation = False  # no object masks in a folder dataset
+    summary = train_module().train_and_evaluate(cfg, str(tmp_path / "run"))
+    assert summary["steps"] == 2 and summary["val_count"] == 7
+    with open(tmp_path / "run" / "classes.json") as f:
+        assert tuple(json.load(f)) == CLASSES
