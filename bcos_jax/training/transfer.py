@@ -303,8 +303,8 @@ def apply_init_from(setup: Any, state: Any, state_sharding: Any, init_from: str,
         f"init_from={init_from!r} ({what})")
     params = _place(flat, state.params, "params")
     batch_stats = _place(flat, state.batch_stats, "batch_stats")
-    restart = jax.jit(lambda s, p, b: restart_from(setup, s, p, b), out_shardings=state_sharding,
-                      donate_argnums=0)
+    # Not donated: the re-initialised leaves of ``params`` are buffers of ``state`` itself.
+    restart = jax.jit(lambda s, p, b: restart_from(setup, s, p, b), out_shardings=state_sharding)
     state = restart(state, params, batch_stats)
     n = sum(int(np.prod(np.shape(v))) for k, v in flat.items() if k not in reinit)
     log.warning("init_from: %s weights (%d values) from %s", len(flat) - len(reinit), n, what)
