@@ -238,11 +238,10 @@ def test_pretrained_downloads_converts_once_then_reads_the_cache(fake_release, s
     # Second call: a fresh process, server stopped, torch import blocked, weights deleted.
     server.stop()
     os.unlink(download.weights_path(models.get_spec(NAME).weights_url))
-    np.save(tmp_path / "x.npy", x)
     url = f"{FAKE_HOST}/{fname}"
     script = _NO_TORCH + textwrap.dedent(f"""
         import dataclasses, time
-        import numpy as np
+        import jax, numpy as np
         import bcos_jax
         from bcos_jax import models
         spec = dataclasses.replace(models.get_spec({NAME!r}), weights_url={url!r})
@@ -250,15 +249,20 @@ def test_pretrained_downloads_converts_once_then_reads_the_cache(fake_release, s
         t0 = time.perf_counter()
         model, variables = bcos_jax.pretrained({NAME!r})
         print(f"second call {{time.perf_counter() - t0:.2f}} s")
-        np.save({str(tmp_path / "logits.npy")!r},
-                np.asarray(model.apply(variables, np.load({str(tmp_path / "x.npy")!r}))))
+        leaves = jax.tree_util.tree_leaves_with_path(variables)
+        np.savez({str(tmp_path / "second.npz")!r},
+                 **{{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}})
         assert "torch" not in sys.modules
     """)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), logits)
+    second = np.load(tmp_path / "second.npz")
+    first_leaves = dict(jax.tree_util.tree_leaves_with_path(variables))
+    assert sorted(second.files) == sorted(jax.tree_util.keystr(k) for k in first_leaves)
+    for k, v in first_leaves.items():
+        np.testing.assert_array_equal(second[jax.tree_util.keystr(k)], np.asarray(v))
     print(f"pretrained({NAME!r}) via 127.0.0.1: first call (download + convert + save) "
           f"{first:.2f} s; {out.stdout.strip()} (fresh process, no server, torch blocked)")
 
