@@ -10,11 +10,15 @@ Public API:
   pretrained(name) -> (model, variables): a zoo model with its official weights, downloaded
     and converted once (bcos_jax.released)
 """
-from bcos_jax import layers, norms
-from bcos_jax.explain import Explanation, explain, explain_fn, logits_of
-from bcos_jax.hub import load_checkpoint, save_model  # orbax: imported when first used
-from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, add_inverse
-from bcos_jax.released import pretrained
+from bcos_jax.platform import skip_absent_tpu
+
+skip_absent_tpu()  # before any backend starts: see bcos_jax/platform.py
+
+from bcos_jax import layers, norms  # noqa: E402
+from bcos_jax.explain import Explanation, explain, explain_fn, logits_of  # noqa: E402
+from bcos_jax.hub import load_checkpoint, save_model  # noqa: E402 (orbax: imported on first use)
+from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, add_inverse  # noqa: E402
+from bcos_jax.released import pretrained  # noqa: E402
 
 __version__ = "0.1.0"
 

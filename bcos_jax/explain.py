@@ -28,6 +28,9 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from bcos_jax.layers import accum_dtype
 
 Array = jax.Array
 
@@ -94,7 +97,31 @@ def _unit_values(act: Array, position: Optional[Tuple[int, int]], layer: str) ->
     if act.ndim != 4:
         raise ValueError(f"position needs an NHWC activation; layer {layer!r} gave {act.shape}")
     i, j = position
+    h, w = act.shape[1:3]
+    # JAX clamps out-of-range indices silently (and wraps negative ones): refuse both.
+    if not (0 <= i < h and 0 <= j < w):
+        raise ValueError(
+            f"position {tuple(position)} is outside layer {layer!r}'s {h}x{w} output "
+            f"(rows 0..{h - 1}, columns 0..{w - 1})"
+        )
     return act[:, i, j, :]
+
+
+def _check_targets(targets: Any, num_outputs: int, what: str) -> None:
+    # Concrete targets only: a traced index has no value to look at without a host sync.
+    if isinstance(targets, jax.core.Tracer):
+        return
+    if isinstance(targets, jax.Array) and not targets.is_fully_addressable:
+        return
+    t = np.asarray(targets)
+    if t.dtype == bool or not (np.issubdtype(t.dtype, np.integer) or t.size == 0):
+        raise ValueError(f"targets must be integer {what} indices, got dtype {t.dtype}")
+    bad = (t < 0) | (t >= num_outputs)
+    if bad.any():
+        raise ValueError(
+            f"targets must be {what} indices in [0, {num_outputs}); got "
+            f"{np.unique(t[bad]).tolist()[:10]} (at {int(bad.sum())} of {t.size} entries)"
+        )
 
 
 def _check_input(x: Any) -> Array:
@@ -158,6 +185,10 @@ def explain(
         ``jit``/``vmap`` (``explain_fn``) values are not checked, since that would need a
         host sync: non-finite inputs then give NaN explanations. A zoo model raises its own
         ValueError for the wrong number of channels (e.g. RGB without ``add_inverse``).
+        Concrete ``targets`` outside ``[0, C)`` (C logits, or the layer's channels) or of a
+        non-integer dtype, and a ``position`` outside the layer's output, are ValueErrors.
+        Traced targets (under ``jit``/``vmap``) cannot be checked: an out-of-range one gives
+        NaN weights, contributions and bias for that image.
     """
     x = _check_input(x)
 
@@ -165,7 +196,8 @@ def explain(
 
         def forward(inp):
             out = model.apply(variables, inp, train=False, explain=True, **apply_kwargs)
-            return logits_of(out).astype(jnp.float32)
+            out = logits_of(out)
+            return out.astype(accum_dtype(out.dtype))
 
     else:
         path = _layer_filter(layer)
@@ -183,7 +215,8 @@ def explain(
                 **apply_kwargs,
             )
             act = _find_intermediate(state.get("intermediates", {}), path, name)
-            return _unit_values(act, position, name).astype(jnp.float32)
+            units = _unit_values(act, position, name)
+            return units.astype(accum_dtype(units.dtype))
 
     outputs, vjp_fn = jax.vjp(forward, x)
     n, c = outputs.shape
@@ -192,6 +225,8 @@ def explain(
     if targets is None:
         tgt = jnp.argmax(outputs, axis=-1)[None]
     else:
+        what = "class" if layer is None else f"channel (of layer {name!r})"
+        _check_targets(targets, c, what)
         tgt = jnp.asarray(targets, jnp.int32)
         if tgt.ndim not in (1, 2) or tgt.shape[0] != n:
             raise ValueError(f"targets must be [N] or [N, K] with N={n}, got shape {tgt.shape}")
@@ -200,9 +235,12 @@ def explain(
     def one(t):
         cot = jax.nn.one_hot(t, c, dtype=outputs.dtype)
         (w,) = vjp_fn(cot)
-        w = w.astype(jnp.float32)
-        contrib = jnp.sum(x.astype(jnp.float32) * w, axis=-1)
-        selected = jnp.take_along_axis(outputs, t[:, None], axis=1)[:, 0]
+        # Traced targets are not checked (see Raises): an index outside [0, C) gives NaN
+        # weights and bias rather than a plausible-looking all-zero explanation.
+        valid = (t >= 0) & (t < c)
+        w = jnp.where(valid[:, None, None, None], w.astype(outputs.dtype), jnp.nan)
+        contrib = jnp.sum(x.astype(outputs.dtype) * w, axis=-1)
+        selected = jnp.take_along_axis(outputs, jnp.clip(t, 0, c - 1)[:, None], axis=1)[:, 0]
         return w, contrib, selected - jnp.sum(contrib, axis=(1, 2))
 
     weights, contributions, bias = jax.vmap(one)(tgt)

@@ -126,6 +126,17 @@ def v1_scale(kernel_size: IntOrPair, in_features: int, scale_fact: float = 100.0
     return math.sqrt(kh * kw) * math.sqrt(in_features) / scale_fact
 
 
+def accum_dtype(dtype: Any) -> Any:
+    """The dtype reductions over ``dtype`` values accumulate in: at least float32.
+
+    bf16/f16 activations sum their squares and moments in float32; float64 (under
+    ``jax.enable_x64``) stays float64, so a whole model can be evaluated in double
+    precision, e.g. to compare against a reference where float32 rounding could flip a
+    MaxOut or max-pool choice.
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def patch_norm(
     x: Array,
     kernel_size: Tuple[int, int],
@@ -138,10 +149,10 @@ def patch_norm(
 
     x: [N, H, W, C] -> [N, H', W', G] (G = groups; channels summed within each group).
     One reduce_window over a channel-summed map, instead of a conv with a ones kernel.
-    Accumulated in float32 whatever the input dtype.
+    Accumulated in ``accum_dtype(x.dtype)`` (at least float32).
     """
     n, h, w, c = x.shape
-    sq = jnp.square(x.astype(jnp.float32))
+    sq = jnp.square(x.astype(accum_dtype(x.dtype)))
     if groups == 1:
         sq = jnp.sum(sq, axis=-1, keepdims=True)
     else:
@@ -245,6 +256,8 @@ def _normalised_kernel(module: nn.Module, shape: Tuple[int, ...]) -> Array:
             raise ValueError(f"{PRENORMALIZED} kernel of {module.path} has shape {w.shape}, expected {shape}")
         return w
     kernel = module.param("kernel", module.kernel_init, shape, module.param_dtype)
+    if not module.normalize_weights:
+        return kernel  # B-cosified layers (Arya et al. 2024) use the raw pretrained filters
     return _unit_norm(kernel, tuple(range(len(shape) - 1)))
 
 
@@ -268,7 +281,8 @@ def prenormalize(model: nn.Module, variables: Any, *args: Any, **kwargs: Any) ->
 
     def record(next_fun, a, kw, context):
         if context.method_name == "__call__" and isinstance(context.module, (BcosConv, BcosDense)):
-            paths.add(tuple(context.module.path))
+            if context.module.normalize_weights:  # raw kernels have nothing to precompute
+                paths.add(tuple(context.module.path))
         return next_fun(*a, **kw)
 
     with nn.intercept_methods(record):
@@ -425,7 +439,7 @@ def _linear_and_norm(x, w, strides, padding, dilation, groups, need_norm):
         lin = _pointwise(xs, w.reshape(w.shape[2:]))
         if not need_norm:
             return lin, None
-        sq = jnp.sum(jnp.square(xs.astype(jnp.float32)), axis=-1, keepdims=True)
+        sq = jnp.sum(jnp.square(xs.astype(accum_dtype(xs.dtype))), axis=-1, keepdims=True)
         return lin, jnp.sqrt(sq + 1e-6)
     lin = _conv(x, w, strides, padding, dilation, groups)
     if not need_norm:
@@ -477,6 +491,10 @@ class BcosConv(nn.Module):
         ``xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`` 4.2 -> 3.1 GB; with
         XLA:CPU's default scheduler no change (benchmarks/memory_compile.py). ``models.create(name, remat=True)`` sets it on every
         B-cos layer of a zoo model.
+      normalize_weights: use ``ŵ = w / ‖w‖`` (True, every B-cos paper model) or the raw
+        ``w`` (False: the B-cosified networks of Arya et al. 2024, whose layers keep the
+        pretrained filters' norms; ``bcos_jax.bcosify``). With B = 2 the output then scales
+        with ‖w‖², per output channel, which no later layer of those checkpoints absorbs.
     """
 
     features: int
@@ -493,6 +511,7 @@ class BcosConv(nn.Module):
     param_dtype: Any = jnp.float32
     kernel_init: Any = default_kernel_init
     remat: bool = False
+    normalize_weights: bool = True
 
     @nn.compact
     def __call__(self, x: Array, explain: bool = False) -> Array:
@@ -535,7 +554,7 @@ class BcosDense(nn.Module):
     """B-cos linear layer: [..., Cin] -> [..., features]; ``kernel`` is ``[Cin, features * max_out]``.
 
     The input norm is ``‖x‖ + 1e-12`` (epsilon outside the sqrt, as the reference's BcosLinear).
-    ``remat``: as ``BcosConv.remat``.
+    ``remat``, ``normalize_weights``: as ``BcosConv``'s.
     """
 
     features: int
@@ -545,6 +564,7 @@ class BcosDense(nn.Module):
     param_dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
     remat: bool = False
+    normalize_weights: bool = True
 
     @nn.compact
     def __call__(self, x: Array, explain: bool = False) -> Array:
@@ -563,7 +583,7 @@ def _dense_transform(x, w, *, b, features, max_out, explain):
     lin = _max_out(_pointwise(x, w), features, max_out)
     if b == 1:
         return lin
-    norm = jnp.linalg.norm(x.astype(jnp.float32), axis=-1, keepdims=True) + 1e-12
+    norm = jnp.linalg.norm(x.astype(accum_dtype(x.dtype)), axis=-1, keepdims=True) + 1e-12
     return _bcos_output(lin, norm, b, explain)
 
 

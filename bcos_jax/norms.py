@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bcos_jax.layers import accum_dtype
+
 Array = jax.Array
 
 __all__ = [
@@ -78,8 +80,9 @@ class _Affine(nn.Module):
 
 
 def _moments(x: Array, axes, *, centred: bool, explain: bool, axis_name=None):
-    """(mean or None, biased variance) over ``axes`` in float32; variance detached if ``explain``."""
-    x32 = x.astype(jnp.float32)
+    """(mean or None, biased variance) over ``axes`` in ``accum_dtype`` (at least float32);
+    variance detached if ``explain``."""
+    x32 = x.astype(accum_dtype(x.dtype))
     xs = jax.lax.stop_gradient(x32) if explain else x32
     mean_s = jnp.mean(xs, axes, keepdims=True)
     mean_sq = jnp.mean(jnp.square(xs), axes, keepdims=True)
@@ -136,7 +139,7 @@ class _BatchStatsNorm(_Affine):
         else:
             var = ra_var.value
             mean = ra_mean.value if self._centred else None
-        y = x.astype(jnp.float32)
+        y = x.astype(accum_dtype(x.dtype))
         if mean is not None:
             y = y - mean
         y = y / jnp.sqrt(var + self.epsilon)
@@ -206,7 +209,7 @@ class _SampleNorm(_Affine):
         # over all spatial/token axes (1 .. ndim-2 of the grouped tensor).
         axes = (-1,) if not self._over_space else tuple(range(1, xg.ndim - 2)) + (-1,)
         mean, var = _moments(xg, axes, centred=self._centred, explain=explain)
-        y = xg.astype(jnp.float32)
+        y = xg.astype(accum_dtype(xg.dtype))
         if mean is not None:
             y = y - mean
         y = (y / jnp.sqrt(var + self.epsilon)).reshape(x.shape)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 # Skips this module when torch or bcos is missing (importorskip inside).
+from tests.precision import run_float64
 from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
 
 import torchvision  # noqa: E402
@@ -71,26 +72,32 @@ def _check_forward(name, tmodel, x, prefix="", bias=None, **overrides):
     assert rel_err(jax.jit(model.apply)(variables, jnp.asarray(x)), t_logits) <= 1e-4
 
 
-def _check_bcos(name, tmodel, x, prefix="", bias=None, **overrides):
+def _check_bcos(name, tmodel, x, prefix="", bias=None, float64=False, **overrides):
     """Logits and W(x) of the converted model against the reference; returns the Explanation.
 
     With ``bias=None`` the constant logit bias is set to 0 in both models: random-init B-cos
     logits are ~1e-5, which a bias of -log(9) would swamp in float32. Otherwise the model
     keeps ``bias`` and the test checks that the explanation recovers exactly that constant.
+    ``float64=True`` compares in double precision, for MaxOut models (tests/precision.py).
     """
     model, variables = _prepare(name, tmodel, prefix, bias, overrides)
-    t_logits, t_w, t_tgt = torch_explain(tmodel, x)
-    e = _explain(model, variables, jnp.asarray(x), jnp.asarray(t_tgt))
+    t_logits, t_w, t_tgt = torch_explain(tmodel, x, float64=float64)
+    if float64:
+        e = run_float64(_explain, model, variables, x, t_tgt)
+    else:
+        e = _explain(model, variables, jnp.asarray(x), jnp.asarray(t_tgt))
+    tol_logits, tol_w, tol_sum = (1e-10, 1e-10, 1e-12) if float64 else (1e-4, 1e-3, 1e-5)
     logits = np.asarray(e.logits)
-    assert rel_err(logits, t_logits) <= 1e-4
-    assert rel_err(e.weights, t_w) <= 1e-3
+    assert rel_err(logits, t_logits) <= tol_logits
+    assert rel_err(e.weights, t_w) <= tol_w
     # Completeness: logit = Σ x·W(x) + the constant logit bias (0 here unless ``bias``), up to
-    # the float32 rounding of a sum over all input entries.
+    # the rounding of a sum over all input entries.
     expected = 0.0 if bias is None else bias
     sel = logits[np.arange(len(x)), t_tgt]
     mag = np.abs(x * np.asarray(e.weights)).sum((1, 2, 3)) + abs(expected)
-    np.testing.assert_array_less(np.abs(np.asarray(e.contributions.sum((1, 2)) + e.bias) - sel), 1e-5 * mag)
-    np.testing.assert_array_less(np.abs(np.asarray(e.bias) - expected), 1e-5 * mag)
+    total = np.asarray(e.contributions).sum((1, 2)) + np.asarray(e.bias)
+    np.testing.assert_array_less(np.abs(total - sel), tol_sum * mag)
+    np.testing.assert_array_less(np.abs(np.asarray(e.bias) - expected), tol_sum * mag)
     return e
 
 
@@ -134,7 +141,8 @@ def test_cifar10_ablation_config_with_logit_bias():
         norm_layer=ref._norm_layer, conv_layer=ref._conv_layer, logit_bias=LOG_BIAS,
     )
     _check_bcos(
-        "cifar10_resnet20", tm, _image(2, 32, seed=4), bias=LOG_BIAS, norm="gn-linear", max_out=2, layers=(1, 1, 1)
+        "cifar10_resnet20", tm, _image(2, 32, seed=4), bias=LOG_BIAS, norm="gn-linear", max_out=2,
+        layers=(1, 1, 1), float64=True,
     )
 
 
@@ -238,7 +246,9 @@ def test_v1_resnet18_parity():
     tm = _v1_reference(bcos_resnet.BasicBlock, [2, 2, 2, 2])
     # v1 has no norms, so the network is 1-homogeneous in x: a scaled input makes the
     # contributions large against the constant log(0.01/0.99) (fixed temperature 10 kept).
-    _check_bcos("v1_resnet18", tm, 1e3 * _image(2, 32, seed=8), prefix="0.", bias=math.log(0.01 / 0.99))
+    _check_bcos(
+        "v1_resnet18", tm, 1e3 * _image(2, 32, seed=8), prefix="0.", bias=math.log(0.01 / 0.99), float64=True
+    )
 
 
 def _listing(fname):

@@ -14,6 +14,7 @@ import pytest
 
 import bcos_jax
 from bcos_jax import layers, models, norms
+from tests.precision import run_float64
 
 RTOL = 2e-5
 
@@ -107,9 +108,17 @@ def test_prenormalize_equals_per_call_normalisation():
     assert "kernel" in variables["params"]["conv1"]  # the input tree is not modified
 
     _close(jax.jit(model.apply)(pre, x), model.apply(variables, x), 1e-6)
-    e_pre = bcos_jax.explain(model, pre, x)
-    e_ref = bcos_jax.explain(model, variables, x)
-    _close(e_pre.weights, e_ref.weights, 1e-5)
+
+    # Explanations go through conv2's MaxOut and the argmax target, discrete choices that
+    # float32 rounding (prenormalised vs per-call kernels) can flip on some CPU: compared in
+    # float64 (tests/precision.py).
+    def explain_both(variables, x):
+        pre = layers.prenormalize(model, variables, x)
+        return bcos_jax.explain(model, pre, x), bcos_jax.explain(model, variables, x)
+
+    e_pre, e_ref = run_float64(explain_both, variables, x)
+    assert e_pre.weights.dtype == np.float64
+    _close(e_pre.weights, e_ref.weights, 1e-10)
     np.testing.assert_array_equal(e_pre.targets, e_ref.targets)
 
     again = layers.prenormalize(model, pre, jax.ShapeDtypeStruct(x.shape, x.dtype))
@@ -145,13 +154,23 @@ def test_remat_same_values_and_gradients(make):
     plain, remat = make(False), make(True)
     params = plain.init(jax.random.key(0), x)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a.shape, b.shape), params, remat.init(jax.random.key(0), x))
-    for explain in (False, True):
-        def loss(mod, p, x):
-            return jnp.sum(jnp.sin(mod.apply(p, x, explain)))
 
-        for a, r in zip(jax.jit(jax.grad(functools.partial(loss, remat), (0, 1)))(params, x),
-                        jax.grad(functools.partial(loss, plain), (0, 1))(params, x)):
-            jax.tree.map(lambda u, v: _close(u, v, 1e-5), a, r)
+    def grads(params, x):
+        out = []
+        for explain in (False, True):
+            def loss(mod, p, x):
+                return jnp.sum(jnp.sin(mod.apply(p, x, explain)))
+
+            out.append((jax.jit(jax.grad(functools.partial(loss, remat), (0, 1)))(params, x),
+                        jax.grad(functools.partial(loss, plain), (0, 1))(params, x)))
+        return out
+
+    # With MaxOut, jitted and eager rounding can pick different candidates on near-ties on
+    # some CPU: that case is compared in float64 (tests/precision.py).
+    maxout = getattr(plain, "max_out", 1) > 1
+    results = run_float64(grads, params, x) if maxout else grads(params, x)
+    for a, r in results:
+        jax.tree.map(lambda u, v: _close(u, v, 1e-10 if maxout else 1e-5), a, r)
 
 
 def test_remat_zoo_training_step_matches():

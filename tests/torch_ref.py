@@ -1,6 +1,8 @@
 """Helpers to use the PyTorch reference (``bcos`` 0.1.3) as a parity oracle in tests."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -9,9 +11,15 @@ bcos = pytest.importorskip("bcos")
 torch.set_num_threads(1)  # tests run in parallel workers on a 2-core machine
 
 
-def nchw(x_nhwc: np.ndarray) -> "torch.Tensor":
-    """NumPy NHWC -> float64-free torch NCHW float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x_nhwc, np.float32).transpose(0, 3, 1, 2)))
+def nchw(x_nhwc: np.ndarray, dtype=np.float32) -> "torch.Tensor":
+    """NumPy NHWC -> torch NCHW tensor of ``dtype`` (float32 unless a float64 comparison)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x_nhwc, dtype).transpose(0, 3, 1, 2)))
+
+
+def float64_model(tmodel: "torch.nn.Module") -> "torch.nn.Module":
+    """A float64 copy of a torch module (the original is left in float32), for comparisons
+    whose discrete choices float32 rounding could flip (tests/precision.py)."""
+    return copy.deepcopy(tmodel).double()
 
 
 def nhwc(t: "torch.Tensor") -> np.ndarray:
@@ -39,13 +47,16 @@ def randomize_norm_stats(model: "torch.nn.Module", seed: int = 0) -> None:
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
 
 
-def torch_explain(model: "torch.nn.Module", x_nhwc: np.ndarray, targets=None):
+def torch_explain(model: "torch.nn.Module", x_nhwc: np.ndarray, targets=None, float64: bool = False):
     """Logits and explanation-mode input gradients W(x) of a bcos model.
 
     Returns (logits [N, C], weights [N, H, W, C_in], targets [N]) as NumPy; ``targets``
-    defaults to the argmax. The model must be in eval mode.
+    defaults to the argmax. The model must be in eval mode. ``float64=True`` runs a float64
+    copy of the model on a float64 input.
     """
-    x = nchw(x_nhwc).requires_grad_(True)
+    if float64:
+        model = float64_model(model)
+    x = nchw(x_nhwc, np.float64 if float64 else np.float32).requires_grad_(True)
     with model.explanation_mode():
         out = model(x)
         t = out.argmax(1) if targets is None else torch.as_tensor(np.asarray(targets))
@@ -58,3 +69,4 @@ def rel_err(a, b) -> float:
     """max |a - b| / max |b| (a scale-aware relative error that tolerates zeros)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+

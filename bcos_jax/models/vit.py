@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from bcos_jax.constants import VIT_LOGIT_BIAS, v2_logit_bias
-from bcos_jax.layers import BcosConv, BcosDense, LogitLayer
+from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, accum_dtype
 from bcos_jax.models.common import Scope as _Scope
 from bcos_jax.models.common import StandardConv, StandardDense, check_input, partial, spec
 from bcos_jax.norms import LayerNorm, LayerNorm2d, no_bias
@@ -123,7 +123,7 @@ class Attention(nn.Module):
             # The attention matrix becomes a fixed weight of the (linear) value path.
             q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
         dots = jnp.einsum("nhqd,nhkd->nhqk", q, k) * self.dim_head**-0.5
-        attn = jax.nn.softmax(dots.astype(jnp.float32), axis=-1).astype(v.dtype)
+        attn = jax.nn.softmax(dots.astype(accum_dtype(dots.dtype)), axis=-1).astype(v.dtype)
         out = jnp.einsum("nhqk,nhkd->nhqd", attn, v).transpose(0, 2, 1, 3).reshape(n, t, inner)
         return self.linear(self.dim, use_bias=False, dtype=self.dtype, name="to_out")(out, explain)
 
