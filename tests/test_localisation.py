@@ -218,3 +218,35 @@ def test_mask_localisation():
     np.testing.assert_allclose(area, [0.25] * 3)
     with pytest.raises(ValueError, match="must both be"):
         L.mask_localisation(jnp.asarray(attr), jnp.asarray(masks[:, :3]))
+
+
+def test_trainer_localisation_is_mask_localisation_of_the_explanation():
+    """training.evaluate.localisation: mask_localisation of explain's contributions, with the
+    padded (valid=0) images of the last batch left out."""
+    import jax
+
+    import bcos_jax
+    from bcos_jax import models
+    from bcos_jax.training import evaluate as training_eval
+    from bcos_jax.training import sharding
+
+    model = models.create("bcos_small_cnn", widths=(4, 8), num_classes=3)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (6, 8, 8, 3)).astype(np.float32)
+    images = np.asarray(bcos_jax.add_inverse(jnp.asarray(x)))
+    variables = model.init(jax.random.key(1), jnp.asarray(images[:1]))
+    labels = np.array([0, 1, 2, 0, 1, 2], np.int32)
+    masks = np.zeros((6, 8, 8), bool)
+    masks[:, 2:6, 1:5] = True
+    valid = np.array([1, 1, 1, 1, 1, 0], bool)
+    batches = [{"image": images[i:i + 3], "label": labels[i:i + 3], "mask": masks[i:i + 3],
+                "valid": valid[i:i + 3]} for i in (0, 3)]
+    mesh = sharding.make_mesh({"data": -1, "fsdp": 1}, devices=jax.devices()[:1])
+    out = training_eval.localisation(model, variables, iter(batches), mesh, in_channels=6)
+
+    ex = bcos_jax.explain(model, variables, jnp.asarray(images), jnp.asarray(labels))
+    frac, area = L.mask_localisation(ex.contributions, jnp.asarray(masks))
+    assert out["count"] == 5
+    np.testing.assert_allclose(out["localisation"], np.mean(np.asarray(frac)[:5]), rtol=1e-5)
+    np.testing.assert_allclose(out["localisation_uniform"], np.mean(np.asarray(area)[:5]), rtol=1e-6)
+    assert 0.0 < out["localisation"] < 1.0

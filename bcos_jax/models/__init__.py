@@ -4,6 +4,10 @@ v2 names equal the ``bcos`` package's entry points (``resnet50``, ``densenet121`
 ``simple_vit_s_patch16_224``, ``cifar10_resnet20``, ...); v1 (CVPR 2022) models are
 prefixed ``v1_``; standard (non-B-cos) counterparts ``standard_``. Every model takes NHWC
 input and is called as ``model.apply(variables, x, train=False, explain=False)``.
+
+Every family file declares its models once, as ``ARCHITECTURES`` (``registry.Architecture``);
+``FAMILIES`` below lists the family files; ``zoo.ZOO`` holds the metadata (weights, published
+figures, parameter counts). How to add a model or a family: ``bcos_jax.models.registry``.
 """
 from __future__ import annotations
 
@@ -13,12 +17,26 @@ from typing import Any, List
 
 import flax.linen as nn
 
-from bcos_jax.models import cifar9l, convnext, densenet, inception, resnet, small, vgg, vit
-from bcos_jax.models.common import ModelSpec, registry, with_remat
+from bcos_jax.models import (
+    cifar9l,
+    convnext,
+    densenet,
+    inception,
+    resnet,
+    small,
+    vgg,
+    vit,
+    zoo,
+)
+from bcos_jax.models.common import with_remat
+from bcos_jax.models.registry import Architecture, ModelSpec, join
 
-__all__ = ["ModelSpec", "create", "get_spec", "list_models"]
+__all__ = ["FAMILIES", "Architecture", "ModelSpec", "create", "get_spec", "list_models"]
 
-_MODELS = registry(resnet, densenet, vgg, convnext, vit, inception, cifar9l, small)
+# The one list of model families: each module declares ARCHITECTURES.
+FAMILIES = (resnet, densenet, vgg, convnext, vit, inception, cifar9l, small)
+
+_MODELS = join((a for family in FAMILIES for a in family.ARCHITECTURES), zoo.ZOO)
 
 
 def list_models(version: str | None = None, family: str | None = None) -> List[str]:
@@ -34,13 +52,16 @@ def get_spec(name: str) -> ModelSpec:
     """The ``ModelSpec`` of ``name``; unknown names raise a ValueError suggesting close ones."""
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see bcos_jax.models.list_models()"
+        hint = (
+            f"; did you mean {', '.join(close)}?" if close
+            else "; see bcos_jax.models.list_models()"
+        )
         raise ValueError(f"unknown model {name!r}{hint}")
     return _MODELS[name]
 
 
 def create(name: str, **overrides: Any) -> nn.Module:
-    """Build the Flax module of zoo model ``name`` (e.g. ``num_classes=10``, ``dtype=jnp.bfloat16``).
+    """Build the Flax module of zoo model ``name`` (``num_classes=10``, ``dtype=jnp.bfloat16``).
 
     The model checks its input (``models.common.check_input``): an NHWC float batch with
     ``get_spec(name).in_channels`` channels, so RGB given to a B-cos model is a ValueError

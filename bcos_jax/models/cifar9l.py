@@ -25,31 +25,23 @@ are named ``'0'`` ... ``'8'`` (no key prefix).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 
 from bcos_jax.constants import V1_CIFAR10_LOGIT_BIAS
 from bcos_jax.layers import BcosConv, LogitLayer
-from bcos_jax.models.common import check_input, global_avg_pool, spec
+from bcos_jax.models.common import check_input, global_avg_pool
+from bcos_jax.models.registry import Architecture
 
 Array = jax.Array
 
-__all__ = ["CIFAR9L", "MODELS", "PUBLISHED_B", "v1_cifar10_9l", "v1_cifar10_constants"]
+__all__ = ["ARCHITECTURES", "CIFAR9L", "PUBLISHED_B", "v1_cifar10_9l", "v1_cifar10_constants"]
 
-# B -> T of the published 9L-M2-B{B} configs (logit_temperature = 10**T), with the
-# released weights' URL and the CIFAR-10 test accuracy hard-coded in
-# moboehle/B-cos: "Quantitative results.ipynb" (docs/recipes.md §9).
-_PUBLISHED = {
-    1.0: (-3, "q8cRRojXZ2WNWbS", 93.53),
-    1.25: (-3, "oX6H7jQiSN2dfWJ", 93.81),
-    1.5: (-2, "3LxnBCarS8Lpq5b", 93.69),
-    1.75: (1, "XLwEnaKr9bYQJaN", 93.69),
-    2.0: (2, "mksX2CJMCDQbMYb", 93.19),
-    2.25: (2, "qFsqLPdHLQyNHwH", 92.60),
-    2.5: (3, "XwEAFrPSEYJ2C79", 92.37),
-}
+# B -> T of the published 9L-M2-B{B} configs (logit_temperature = 10**T), as hard-coded in
+# moboehle/B-cos: "Quantitative results.ipynb" (their weights and accuracies: models/zoo.py).
+_PUBLISHED = {1.0: -3, 1.25: -3, 1.5: -2, 1.75: 1, 2.0: 2, 2.25: 2, 2.5: 3}
 PUBLISHED_B = tuple(_PUBLISHED)
 
 _KERNELS = (3,) * 8 + (1,)
@@ -75,7 +67,7 @@ def v1_cifar10_constants(
         if scale is None:
             scale = 10 ** (-2 + 1.5 * (2.5 - b))
         if logit_temperature is None:
-            logit_temperature = 10.0 ** _PUBLISHED[b][0]
+            logit_temperature = 10.0 ** _PUBLISHED[b]
     return float(scale), float(logit_temperature)
 
 
@@ -138,30 +130,13 @@ def _preset(b: float):
     return build
 
 
-def _spec(build, b: float, notes: str):
-    _, key, top1 = _PUBLISHED[b]
-    return spec(
-        build,
-        family="cifar9l",
-        version="v1",
-        input_size=32,
-        resize=32,
-        num_classes=10,
-        in_channels=6,
-        top1=top1,
-        params=3_772_160,
-        torch_prefix="",
-        weights_url=f"https://nextcloud.mpi-klsb.mpg.de/index.php/s/{key}/download",
-        notes=notes,
-    )
+def _architecture(name: str, build: Callable[..., CIFAR9L]) -> Architecture:
+    return Architecture(name, build, family="cifar9l", version="v1", input_size=32, resize=32,
+                        num_classes=10)
 
 
-MODELS = {
-    "v1_cifar10_9l": _spec(
-        v1_cifar10_9l, 2.0, "v1 CIFAR-10 9L-M2 B-cos CNN; B=2 unless b= is given (weights/top1: B=2)"
-    ),
-    **{
-        f"v1_cifar10_9l_b{round(b * 100)}": _spec(_preset(b), b, f"v1 CIFAR-10 config 9L-M2-B{b:g}")
-        for b in PUBLISHED_B
-    },
-}
+# 'v1_cifar10_9l' takes b= (B=2 by default); each preset is one published config.
+ARCHITECTURES: Tuple[Architecture, ...] = (
+    _architecture("v1_cifar10_9l", v1_cifar10_9l),
+    *(_architecture(f"v1_cifar10_9l_b{round(b * 100)}", _preset(b)) for b in PUBLISHED_B),
+)

@@ -1,4 +1,4 @@
-"""Pieces shared by the model families: the model spec, pooling, stochastic depth, factories.
+"""Pieces shared by the model families: input checks, pooling, stochastic depth, factories.
 
 Conventions every family follows:
 
@@ -17,9 +17,8 @@ Conventions every family follows:
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -31,7 +30,6 @@ from bcos_jax.constants import IMAGENET_MEAN, IMAGENET_STD  # re-exported
 Array = jax.Array
 
 __all__ = [
-    "ModelSpec",
     "StandardConv",
     "StandardBatchNorm",
     "StandardDense",
@@ -43,39 +41,6 @@ __all__ = [
     "IMAGENET_STD",
 ]
 
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """One entry of the model zoo.
-
-    Attributes:
-      build: ``build(**overrides) -> nn.Module``.
-      family: 'resnet', 'densenet', 'vgg', 'convnext', 'vit', 'inception', 'cifar9l', ...
-      version: 'v1', 'v2' or 'standard'.
-      input_size: side of the (square) eval input, e.g. 224, 299 or 32.
-      resize: eval transform resize of the shorter side (then centre crop input_size).
-      num_classes: default number of classes.
-      in_channels: 6 for B-cos models, 3 for standard ones.
-      top1: published ImageNet/CIFAR top-1 of the official weights (None if unknown).
-      params: number of parameters of the reference model (checked by the tests).
-      torch_prefix: prefix of the reference state_dict keys (e.g. '0.' for wrapped models).
-      weights_url: where the official weights are published (None if not released).
-      notes: free text for the README table.
-    """
-
-    build: Callable[..., nn.Module]
-    family: str
-    version: str
-    input_size: int = 224
-    resize: int = 256
-    num_classes: int = 1000
-    in_channels: int = 6
-    top1: Optional[float] = None
-    params: Optional[int] = None
-    torch_prefix: str = ""
-    weights_url: Optional[str] = None
-    notes: str = ""
 
 
 def check_input(x: Any, in_channels: Optional[int], model: str) -> None:
@@ -232,22 +197,6 @@ class Scope(nn.Module):
     @nn.compact
     def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
-
-
-def registry(*modules: Any) -> Dict[str, ModelSpec]:
-    """Merge the ``MODELS`` dicts of family modules, refusing duplicate names."""
-    out: Dict[str, ModelSpec] = {}
-    for m in modules:
-        for name, spec in m.MODELS.items():
-            if name in out:
-                raise ValueError(f"model name {name!r} defined twice")
-            out[name] = spec
-    return out
-
-
-def spec(build, **kwargs) -> ModelSpec:
-    """Shorthand used by the family files: ``spec(functools.partial(Cls, ...), family=..., ...)``."""
-    return ModelSpec(build=build, **kwargs)
 
 
 partial = functools.partial

@@ -32,8 +32,8 @@ from bcos_jax.models.common import (
     check_input,
     global_avg_pool,
     partial,
-    spec,
 )
+from bcos_jax.models.registry import Architecture
 from bcos_jax.norms import BatchNormUncentered, PositionNorm, no_bias
 
 Array = jax.Array
@@ -42,6 +42,7 @@ Factory = Callable[..., nn.Module]
 BlockSetting = Tuple[Tuple[int, Optional[int], int], ...]
 
 __all__ = [
+    "ARCHITECTURES",
     "ATTO",
     "BASE",
     "BCOS_LAYOUT",
@@ -238,9 +239,7 @@ class ConvNeXt(nn.Module):
         return x
 
 
-# ---------------------------------------------------------------------------------- zoo
-_BASE_URL = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
-_TV_URL = "https://download.pytorch.org/models"
+# ------------------------------------------------------------------------ architectures
 _TRUNC = nn.initializers.truncated_normal(0.02)  # reference init (only directions matter for B-cos)
 
 _POSITION_NORM = partial(no_bias(PositionNorm), epsilon=1e-6)  # DetachablePositionNorm2d, eps 1e-6
@@ -261,61 +260,35 @@ _STANDARD = dict(
     layout=TORCHVISION_LAYOUT,
 )
 
-# name: (block setting, default stochastic depth, norm, top-1, params, weights file)
+# name: (block setting, default stochastic depth, norm)
 _BCOS_MODELS = {
-    "convnext_atto": (ATTO, 0.1, _POSITION_NORM, None, 3_682_320, None),
-    "convnext_tiny": (TINY, 0.1, _POSITION_NORM, 77.488, 28_543_392, "convnext_tiny_pn-539b1bfb37.pth"),
-    "convnext_small": (SMALL, 0.4, _POSITION_NORM, None, 50_129_568, None),
-    "convnext_base": (BASE, 0.5, _POSITION_NORM, 79.650, 88_466_304, "convnext_base_pn-b0495852c6.pth"),
-    "convnext_large": (LARGE, 0.5, _POSITION_NORM, None, 197_580_096, None),
-    "convnext_tiny_bnu": (TINY, 0.1, _BNU, 76.826, 28_543_392, "convnext_tiny_bnu-dbd7f5ef9d.pth"),
-    "convnext_base_bnu": (BASE, 0.5, _BNU, 80.142, 88_466_304, "convnext_base_bnu-7c32a704b3.pth"),
+    "convnext_atto": (ATTO, 0.1, _POSITION_NORM),
+    "convnext_tiny": (TINY, 0.1, _POSITION_NORM),
+    "convnext_small": (SMALL, 0.4, _POSITION_NORM),
+    "convnext_base": (BASE, 0.5, _POSITION_NORM),
+    "convnext_large": (LARGE, 0.5, _POSITION_NORM),
+    "convnext_tiny_bnu": (TINY, 0.1, _BNU),
+    "convnext_base_bnu": (BASE, 0.5, _BNU),
 }
 
-# name: (block setting, default stochastic depth, eval resize, top-1, params, weights file)
+# name: (block setting, default stochastic depth, eval resize of torchvision's weights)
 _STANDARD_MODELS = {
-    "standard_convnext_atto": (ATTO, 0.1, 236, None, 3_695_520, None),
-    "standard_convnext_tiny": (TINY, 0.1, 236, 82.520, 28_589_128, "convnext_tiny-983f1562.pth"),
-    "standard_convnext_small": (SMALL, 0.4, 230, 83.616, 50_223_688, "convnext_small-0c510722.pth"),
-    "standard_convnext_base": (BASE, 0.5, 232, 84.062, 88_591_464, "convnext_base-6075fbad.pth"),
-    "standard_convnext_large": (LARGE, 0.5, 232, 84.414, 197_767_336, "convnext_large-ea097f82.pth"),
+    "standard_convnext_atto": (ATTO, 0.1, 236),
+    "standard_convnext_tiny": (TINY, 0.1, 236),
+    "standard_convnext_small": (SMALL, 0.4, 230),
+    "standard_convnext_base": (BASE, 0.5, 232),
+    "standard_convnext_large": (LARGE, 0.5, 232),
 }
 
-
-def _bcos_spec(name, setting, sd, norm, top1, params, weights):
-    pretrained = weights is not None
-    return spec(
-        partial(ConvNeXt, block_setting=setting, stochastic_depth_prob=sd, norm=norm, **_BCOS),
-        family="convnext",
-        version="v2",
-        resize=232,  # bcos_final_long eval transform: Resize(232) -> CenterCrop(224)
-        top1=top1,
-        params=params,
-        weights_url=f"{_BASE_URL}/{weights}" if pretrained else None,
-        notes=(
-            f"bcos.models.pretrained.{name}" if pretrained else f"bcos.models.convnext.{name} (no released weights)"
-        )
-        + ("; NoBias(BatchNormUncentered2d)" if norm is _BNU else "; NoBias(DetachablePositionNorm2d), eps 1e-6"),
-    )
-
-
-def _standard_spec(name, setting, sd, resize, top1, params, weights):
-    tv_name = name[len("standard_"):]
-    return spec(
-        partial(ConvNeXt, block_setting=setting, stochastic_depth_prob=sd, **_STANDARD),
-        family="convnext",
-        version="standard",
-        resize=resize,
-        in_channels=3,
-        top1=top1,
-        params=params,
-        weights_url=f"{_TV_URL}/{weights}" if weights else None,
-        notes=(
-            f"torchvision.models.{tv_name}" if weights else
-            "torchvision.models.convnext.ConvNeXt with the atto block setting (torchvision has no atto entry point)"
-        ),
-    )
-
-
-MODELS = {name: _bcos_spec(name, *args) for name, args in _BCOS_MODELS.items()}
-MODELS.update({name: _standard_spec(name, *args) for name, args in _STANDARD_MODELS.items()})
+ARCHITECTURES: Tuple[Architecture, ...] = tuple(
+    # bcos_final_long eval transform: Resize(232) -> CenterCrop(224).
+    Architecture(name, partial(ConvNeXt, block_setting=setting, stochastic_depth_prob=sd,
+                               norm=norm, **_BCOS),
+                 family="convnext", version="v2", resize=232)
+    for name, (setting, sd, norm) in _BCOS_MODELS.items()
+) + tuple(
+    Architecture(name, partial(ConvNeXt, block_setting=setting, stochastic_depth_prob=sd,
+                               **_STANDARD),
+                 family="convnext", version="standard", resize=resize, in_channels=3)
+    for name, (setting, sd, resize) in _STANDARD_MODELS.items()
+)

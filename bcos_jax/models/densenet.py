@@ -16,7 +16,7 @@ convert with ``bcos_jax.convert.from_torch``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -33,13 +33,13 @@ from bcos_jax.models.common import (
     check_input,
     global_avg_pool,
     partial,
-    spec,
 )
+from bcos_jax.models.registry import Architecture
 
 Array = jax.Array
 ModuleDef = Callable[..., nn.Module]
 
-__all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNetFeatures", "DenseNet", "MODELS"]
+__all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNetFeatures", "DenseNet", "ARCHITECTURES"]
 
 
 
@@ -267,98 +267,25 @@ _V1 = dict(
 )
 _STANDARD = dict(conv=StandardConv, norm=StandardBatchNorm, act=nn.relu, stem_pool="max", head="linear")
 
-_WEIGHTS = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
-# (file, top-1) of bcos.models.pretrained (docs/recipes.md §8).
-_V2_RELEASED = {
-    "densenet121": ("densenet_121-b8daf96afb.pth", 73.612),
-    "densenet161": ("densenet_161-9e9ea51353.pth", 76.622),
-    "densenet169": ("densenet_169-7037ee0604.pth", 75.186),
-    "densenet201": ("densenet_201-00ac87066f.pth", 75.480),
-}
-# torchvision's published 1-crop top-1 of its own weights (docs/recipes.md §8).
-_TORCHVISION_TOP1 = {121: 74.65, 161: 77.65, 169: 76.00, 201: 77.20}
-
-# Parameter counts of the reference models (bcos.models.pretrained entry points, v1 via
-# bcos' DenseNet with BcosConv2dWithScale(max_out=2) and no norms, torchvision).
-_PARAMS = {
-    "densenet121": 7945440,
-    "densenet161": 28584144,
-    "densenet169": 14078688,
-    "densenet201": 19907808,
-    "v1_densenet121": 15807232,
-    "v1_densenet161": 56948352,
-    "v1_densenet169": 27998976,
-    "v1_densenet201": 39586560,
-    "standard_densenet121": 7978856,
-    "standard_densenet161": 28681000,
-    "standard_densenet169": 14149480,
-    "standard_densenet201": 20013928,
-    "cifar10_densenet52": 261318,
-    "cifar10_densenet100": 757806,
-    "cifar10_densenet190": 25498100,
-    "cifar10_densenet250": 15196704,
-}
-
-
-def _build_registry():
-    models = {}
+def _architectures() -> Tuple[Architecture, ...]:
+    out = []
     for depth, arch in _IMAGENET_ARCHS.items():
         name = f"densenet{depth}"
-        file, top1 = _V2_RELEASED[name]
-        models[name] = spec(
-            _arch(*arch, **_V2),
-            family="densenet",
-            version="v2",
-            top1=top1,
-            params=_PARAMS[name],
-            weights_url=f"{_WEIGHTS}/{file}",
-            notes="NoBias(BatchNormUncentered) (bcos_final)",
-        )
-        models[f"v1_{name}"] = spec(
-            _arch(*arch, **_V1),
-            family="densenet",
-            version="v1",
-            params=_PARAMS[f"v1_{name}"],
-            torch_prefix="0.",
-            # v1 release (moboehle/B-cos experiment_parameters.py); `densenet_121_cossched`
-            # (same architecture) is at .../s/G8kdm73qWn4L8Lg/download.
-            weights_url=(
-                "https://nextcloud.mpi-klsb.mpg.de/index.php/s/LW2HsNDzAzaaaDH/download" if name == "densenet121" else None
-            ),
-            notes="MaxOut 2, scale_fact 100, T=1e-3; only DenseNet-121 has a v1 config/weights",
-        )
-        models[f"standard_{name}"] = spec(
-            _arch(*arch, **_STANDARD),
-            family="densenet",
-            version="standard",
-            in_channels=3,
-            top1=_TORCHVISION_TOP1[depth],
-            params=_PARAMS[f"standard_{name}"],
-            notes="torchvision DenseNet; top1 of torchvision's IMAGENET1K_V1 weights",
-        )
-    models["densenet121_long"] = spec(
-        _arch(*_IMAGENET_ARCHS[121], **_V2),
-        family="densenet",
-        version="v2",
-        resize=232,
-        top1=77.302,
-        params=_PARAMS["densenet121"],
-        weights_url=f"{_WEIGHTS}/densenet_121_long-5175461597.pth",
-        notes="densenet121 architecture, 600-epoch recipe (bcos_final_long)",
-    )
+        out += [
+            Architecture(name, _arch(*arch, **_V2), family="densenet", version="v2"),
+            Architecture(f"v1_{name}", _arch(*arch, **_V1), family="densenet", version="v1",
+                         torch_prefix="0."),
+            Architecture(f"standard_{name}", _arch(*arch, **_STANDARD), family="densenet",
+                         version="standard", in_channels=3),
+        ]
+    # densenet121's architecture, trained with the 600-epoch recipe (bcos_final_long).
+    out.append(Architecture("densenet121_long", _arch(*_IMAGENET_ARCHS[121], **_V2),
+                            family="densenet", version="v2", resize=232))
     for depth, arch in _CIFAR_ARCHS.items():
-        name = f"cifar10_densenet{depth}"
-        models[name] = spec(
-            _arch(*arch, **_V2_CIFAR),
-            family="densenet",
-            version="v2",
-            input_size=32,
-            resize=32,
-            num_classes=10,
-            params=_PARAMS[name],
-            notes="NoBias(PositionNorm) (bcos.models.densenet default); no released weights",
-        )
-    return models
+        out.append(Architecture(f"cifar10_densenet{depth}", _arch(*arch, **_V2_CIFAR),
+                                family="densenet", version="v2", input_size=32, resize=32,
+                                num_classes=10))
+    return tuple(out)
 
 
-MODELS = _build_registry()
+ARCHITECTURES: Tuple[Architecture, ...] = _architectures()

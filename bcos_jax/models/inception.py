@@ -26,7 +26,7 @@ in ``nn.Sequential(net, pool, FinalLayer)``) and torchvision's (no prefix).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -41,12 +41,13 @@ from bcos_jax.models.common import (
     avg_pool,
     check_input,
     global_avg_pool,
-    spec,
 )
+from bcos_jax.models.registry import Architecture
 
 Array = jax.Array
 
 __all__ = [
+    "ARCHITECTURES",
     "BasicConv2d",
     "Inception3",
     "InceptionA",
@@ -55,7 +56,6 @@ __all__ = [
     "InceptionC",
     "InceptionD",
     "InceptionE",
-    "MODELS",
     "standard_inception_v3",
     "v1_inception_v3",
 ]
@@ -386,33 +386,11 @@ def standard_inception_v3(
     return Inception3(num_classes=num_classes, aux_logits=aux_logits, **fields)
 
 
-MODELS = {
-    "v1_inception_v3": spec(
-        v1_inception_v3,
-        family="inception",
-        version="v1",
-        input_size=299,
-        resize=320,
-        num_classes=1000,
-        in_channels=6,
-        top1=None,  # not printed anywhere we could read (docs/recipes.md §9)
-        params=54_247_808,  # with the aux head, as in the released state_dict
-        torch_prefix="0.",
-        weights_url="https://nextcloud.mpi-klsb.mpg.de/index.php/s/QSEo6QSNgPZqNfi/download",
-        notes="v1 (CVPR 2022) B-cos Inception v3, B=2, MaxOut 2, scale_fact 200; aux head in training",
-    ),
-    "standard_inception_v3": spec(
-        standard_inception_v3,
-        family="inception",
-        version="standard",
-        input_size=299,
-        resize=342,
-        num_classes=1000,
-        in_channels=3,
-        top1=77.294,  # torchvision IMAGENET1K_V1
-        params=27_161_264,
-        torch_prefix="",
-        weights_url="https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
-        notes="torchvision Inception v3 (transform_input=True, aux head in training)",
-    ),
-}
+ARCHITECTURES: Tuple[Architecture, ...] = (
+    # v1 (CVPR 2022) B-cos Inception v3 (B=2, MaxOut 2, scale_fact 200); aux head in training.
+    Architecture("v1_inception_v3", v1_inception_v3, family="inception", version="v1",
+                 input_size=299, resize=320, torch_prefix="0."),
+    # torchvision's Inception v3 (transform_input=True, aux head in training).
+    Architecture("standard_inception_v3", standard_inception_v3, family="inception",
+                 version="standard", input_size=299, resize=342, in_channels=3),
+)

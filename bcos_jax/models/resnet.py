@@ -26,7 +26,7 @@ for standard ones. Output: logits [N, num_classes].
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -35,7 +35,6 @@ from bcos_jax import norms
 from bcos_jax.constants import V1_IMAGENET_LOGIT_BIAS, v2_logit_bias
 from bcos_jax.layers import BcosConv, LogitLayer
 from bcos_jax.models.common import (
-    ModelSpec,
     StandardBatchNorm,
     StandardConv,
     StandardDense,
@@ -45,16 +44,17 @@ from bcos_jax.models.common import (
     global_avg_pool,
     partial,
 )
+from bcos_jax.models.registry import Architecture
 
 Array = jax.Array
 ModuleFactory = Callable[..., nn.Module]
 
 __all__ = [
+    "ARCHITECTURES",
     "BasicBlock",
     "Bottleneck",
     "CIFAR_NORMS",
     "Downsample",
-    "MODELS",
     "ResNet",
     "ResStage",
     "V1_TEMPERATURE",
@@ -70,8 +70,6 @@ PN_NO_BIAS = norms.no_bias(norms.PositionNorm)
 V1_CONV = partial(BcosConv, max_out=2, scale_fact=100.0)
 # Only v1 ResNet-34 has a config (logit_temperature 1e1); the other depths use the same.
 V1_TEMPERATURE = 10.0
-# The v1 release (moboehle/B-cos experiments/Imagenet/bcos/experiment_parameters.py).
-V1_WEIGHTS = {"resnet34": "https://nextcloud.mpi-klsb.mpg.de/index.php/s/mYe6TggQsDymZbk/download"}
 
 
 def avg_pool_3x3(x: Array) -> Array:
@@ -401,83 +399,37 @@ _CIFAR = {
     "cifar10_resnext101_16x8d": (Bottleneck, (11,) * 3, dict(groups=16, width_per_group=8)),
 }
 
-_BASE = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
-# Released v2 weights (bcos.models.pretrained.URLS) and their model-zoo top-1 (§4.1).
-_RELEASED = {
-    "resnet18": (f"{_BASE}/resnet_18-68b4160fff.pth", 68.736),
-    "resnet34": (f"{_BASE}/resnet_34-a63425a03e.pth", 72.284),
-    "resnet50": (f"{_BASE}/resnet_50-ead259efe4.pth", 75.882),
-    "resnet101": (f"{_BASE}/resnet_101-84c3658278.pth", 76.532),
-    "resnet152": (f"{_BASE}/resnet_152-42051a77c1.pth", 76.484),
-    "resnext50_32x4d": (f"{_BASE}/resnext_50_32x4d-57af241ab9.pth", 75.820),
-    "resnet50_long": (f"{_BASE}/resnet_50_long-ef38a88533.pth", 79.468),
-    "resnet152_long": (f"{_BASE}/resnet_152_long-0b4b434939.pth", 80.144),
-}
-# torchvision's published single-crop top-1 (§4.1) for the standard baselines.
-_STANDARD_TOP1 = {"resnet18": 69.76, "resnet34": 73.30, "resnet50": 76.15, "resnet101": 77.37, "resnet152": 78.31}
-
-# Exact parameter counts of the reference models (bcos 0.1.3 / torchvision 0.29; checked
-# by tests/test_models_resnet.py against both the reference and this implementation).
-_PARAMS = {
-    "resnet18": 11693120, "resnet34": 21797568, "resnet50": 25538880, "resnet101": 44504896,
-    "resnet152": 60125504, "resnext50_32x4d": 25003200, "resnext101_32x8d": 88698304,
-    "wide_resnet50_2": 68857536, "wide_resnet101_2": 126826176,
-    "resnet50_long": 25538880, "resnet152_long": 60125504,
-    "standard_resnet18": 11689512, "standard_resnet34": 21797672, "standard_resnet50": 25557032,
-    "standard_resnet101": 44549160, "standard_resnet152": 60192808,
-    "standard_resnext50_32x4d": 25028904, "standard_resnext101_32x8d": 88791336,
-    "standard_wide_resnet50_2": 68883240, "standard_wide_resnet101_2": 126886696,
-    "cifar10_resnet20": 272112, "cifar10_resnet32": 466096, "cifar10_resnet44": 660080,
-    "cifar10_resnet56": 854064, "cifar10_resnet110": 1726992,
-    "cifar10_resnext29_8x64d": 34399680, "cifar10_resnext29_16x64d": 68106688,
-    "cifar10_resnext29_32x4d": 302736, "cifar10_resnext47_32x4d": 488656,
-    "cifar10_resnext65_32x4d": 674576, "cifar10_resnext101_32x4d": 1046416,
-    "cifar10_resnext29_16x8d": 320880, "cifar10_resnext47_16x8d": 518896,
-    "cifar10_resnext65_16x8d": 716912, "cifar10_resnext101_16x8d": 1112944,
-    "v1_resnet18": 23376640, "v1_resnet34": 43578112, "v1_resnet50": 51024640,
-    "v1_resnet101": 88904448, "v1_resnet152": 120099584,
-}
+# The entry points that bcos.models.pretrained configures with the bcos_final recipe (and
+# releases weights for); the other ImageNet names are bare constructors.
+_BCOS_FINAL = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d")
 
 
-def _make_registry() -> Dict[str, ModelSpec]:
-    models: Dict[str, ModelSpec] = {}
+def _architectures() -> Tuple[Architecture, ...]:
+    out = []
 
     def add(name: str, build, version: str, **kw: Any) -> None:
-        models[name] = ModelSpec(build=build, family="resnet", version=version, params=_PARAMS[name], **kw)
+        out.append(Architecture(name, build, family="resnet", version=version, **kw))
 
     for name, (block, layers, extra) in _IMAGENET.items():
         arch = dict(block=block, layers=layers, **extra)
-        url, top1 = _RELEASED.get(name, (None, None))
-        if url is not None:
-            add(name, _bcos_builder(**arch, norm=BNU_NO_BIAS), "v2", top1=top1, weights_url=url,
-                notes="bcos.models.pretrained entry point (bcos_final): NoBias(BatchNormUncentered2d)")
-        else:
-            add(name, _bcos_builder(**arch, norm=PN_NO_BIAS), "v2",
-                notes="bare bcos.models.resnet constructor (no config, no weights): "
-                "NoBias(DetachablePositionNorm2d); pass norm=... for BNU")
-        add(f"standard_{name}", _standard_builder(**arch, **_STANDARD), "standard", in_channels=3,
-            top1=_STANDARD_TOP1.get(name), notes=f"torchvision.models.{name}")
+        # Entry points with released weights come with the bcos_final norm; the others are
+        # the bare bcos.models.resnet constructors (no config), NoBias(PositionNorm).
+        norm = BNU_NO_BIAS if name in _BCOS_FINAL else PN_NO_BIAS
+        add(name, _bcos_builder(**arch, norm=norm), "v2")
+        add(f"standard_{name}", _standard_builder(**arch, **_STANDARD), "standard", in_channels=3)
         if block is BasicBlock or extra == {}:
-            add(f"v1_{name}", _bcos_builder(**arch, **_V1), "v1", torch_prefix="0.",
-                weights_url=V1_WEIGHTS.get(name),
-                notes=f"moboehle/B-cos models/bcos/resnet.py {name} wrapped as in v1 get_model; "
-                f"logit temperature {V1_TEMPERATURE:g} (ResNet-34's config) for every depth")
+            add(f"v1_{name}", _bcos_builder(**arch, **_V1), "v1", torch_prefix="0.")
 
     for depth in (50, 152):
-        name = f"resnet{depth}_long"
         block, layers, _ = _IMAGENET[f"resnet{depth}"]
-        url, top1 = _RELEASED[name]
-        add(name, _bcos_builder(block=block, layers=layers, norm=BNU_NO_BIAS, stochastic_depth_prob=0.1), "v2",
-            resize=232, top1=top1, weights_url=url, notes="bcos_final_long: BNU, stochastic depth 0.1")
+        build = _bcos_builder(block=block, layers=layers, norm=BNU_NO_BIAS, stochastic_depth_prob=0.1)
+        add(f"resnet{depth}_long", build, "v2", resize=232)
 
     for name, (block, layers, extra) in _CIFAR.items():
         arch = dict(block=block, layers=layers, small_inputs=True, num_classes=10, norm=PN_NO_BIAS,
                     **{"inplanes": 16, **extra})
-        add(name, _bcos_builder(**arch),
-            "v2", input_size=32, resize=32, num_classes=10,
-            notes="bcos.models.resnet constructor defaults (NoBias(PositionNorm), max_out=1); the paper's "
-            "CIFAR ablation uses max_out=2 and norm=<CIFAR_NORMS name>")
-    return models
+        add(name, _bcos_builder(**arch), "v2", input_size=32, resize=32, num_classes=10)
+    return tuple(out)
 
 
-MODELS: Dict[str, ModelSpec] = _make_registry()
+ARCHITECTURES: Tuple[Architecture, ...] = _architectures()

@@ -10,7 +10,7 @@ It follows the zoo's contract: ``model.apply(variables, x, train=False, explain=
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -19,9 +19,10 @@ import jax.numpy as jnp
 from bcos_jax import norms
 from bcos_jax.constants import v2_logit_bias
 from bcos_jax.layers import BcosConv, LogitLayer
-from bcos_jax.models.common import ModelSpec, check_input, global_avg_pool
+from bcos_jax.models.common import check_input, global_avg_pool
+from bcos_jax.models.registry import Architecture
 
-__all__ = ["SmallBcosCNN", "MODELS"]
+__all__ = ["ARCHITECTURES", "SmallBcosCNN"]
 
 
 class SmallBcosCNN(nn.Module):
@@ -68,16 +69,8 @@ class SmallBcosCNN(nn.Module):
         return LogitLayer(bias=bias)(x)
 
 
-MODELS = {
-    "bcos_small_cnn": ModelSpec(
-        build=SmallBcosCNN,
-        family="small",
-        version="v2",
-        input_size=32,
-        resize=32,
-        num_classes=10,
-        in_channels=6,
-        params=24656,  # at the default widths (16, 32, 64), depth 1, 10 classes
-        notes="Quickstart / CI model: 3 stages of 3x3 B-cos convs + BNU, 24.7k params.",
-    ),
-}
+# The quickstart / CI model (3 stages of 3x3 B-cos convs + BNU).
+ARCHITECTURES: Tuple[Architecture, ...] = (
+    Architecture("bcos_small_cnn", SmallBcosCNN, family="small", version="v2", input_size=32,
+                 resize=32, num_classes=10),
+)

@@ -40,14 +40,14 @@ from bcos_jax.models.common import (
     check_input,
     global_avg_pool,
     partial,
-    spec,
 )
+from bcos_jax.models.registry import Architecture
 
 Array = jax.Array
 ModuleDef = Callable[..., nn.Module]
 Cfg = Sequence[Union[int, str]]
 
-__all__ = ["CFGS", "VGGFeatures", "VGGClassifier", "VGG", "adaptive_avg_pool", "MODELS"]
+__all__ = ["CFGS", "VGGFeatures", "VGGClassifier", "VGG", "adaptive_avg_pool", "ARCHITECTURES"]
 
 CFGS = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -219,56 +219,27 @@ _V1 = dict(
 )
 _STANDARD = dict(conv=partial(StandardConv, use_bias=True), act=nn.relu, pool="max", head="linear")
 
-_WEIGHTS = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
 
-# Parameter counts of the reference models: bcos.models.vgg (conv_layer=BcosConv2d; the
-# bnu ones with NoBias(BatchNormUncentered2d), as bcos.models.pretrained.vgg11_bnu), v1 via
-# bcos' make_layers with no norm and BcosConv2dWithScale(max_out=2), torchvision.
-_PARAMS = {
-    "vgg11": 132853120, "vgg11_bnu": 132855872, "v1_vgg11": 265706240,
-    "standard_vgg11": 132863336, "standard_vgg11_bn": 132868840,
-    "vgg13": 133037440, "vgg13_bnu": 133040384, "v1_vgg13": 266074880,
-    "standard_vgg13": 133047848, "standard_vgg13_bn": 133053736,
-    "vgg16": 138345856, "vgg16_bnu": 138350080, "v1_vgg16": 276691712,
-    "standard_vgg16": 138357544, "standard_vgg16_bn": 138365992,
-    "vgg19": 143654272, "vgg19_bnu": 143659776, "v1_vgg19": 287308544,
-    "standard_vgg19": 143667240, "standard_vgg19_bn": 143678248,
-}  # fmt: skip
-
-
-# Published top-1 (docs/recipes.md §8): the released v2 VGG-11-BNU, torchvision's VGG-11.
-_TOP1 = {"vgg11_bnu": 69.310, "standard_vgg11": 69.02}
-_URLS = {
-    "vgg11_bnu": f"{_WEIGHTS}/vgg_11_bnu-34036029f0.pth",
-    # v1 release (moboehle/B-cos experiments/Imagenet/bcos/experiment_parameters.py).
-    "v1_vgg11": "https://nextcloud.mpi-klsb.mpg.de/index.php/s/kEHgFSSKMEdeA5N/download",
-}
-
-
-def _build_registry():
-    models = {}
+def _architectures() -> Tuple[Architecture, ...]:
+    out = []
     for depth, key in _DEPTH_CFG.items():
-        bn = dict(_STANDARD, norm=StandardBatchNorm)
         variants = {
-            f"vgg{depth}": ("v2", dict(norm=norms.Identity), "no norm (bcos.models.vgg)"),
-            f"vgg{depth}_bnu": ("v2", dict(norm=_BNU), "NoBias(BatchNormUncentered) after every conv"),
-            f"v1_vgg{depth}": ("v1", _V1, "MaxOut 2, scale_fact 1000, T=0.1 (VGG-11 config)"),
-            f"standard_vgg{depth}": ("standard", dict(_STANDARD, norm=None), "torchvision VGG"),
-            f"standard_vgg{depth}_bn": ("standard", bn, "torchvision VGG with BatchNorm"),
+            f"vgg{depth}": ("v2", dict(norm=norms.Identity)),
+            f"vgg{depth}_bnu": ("v2", dict(norm=_BNU)),
+            f"v1_vgg{depth}": ("v1", _V1),
+            f"standard_vgg{depth}": ("standard", dict(_STANDARD, norm=None)),
+            f"standard_vgg{depth}_bn": ("standard", dict(_STANDARD, norm=StandardBatchNorm)),
         }
-        for name, (version, kw, notes) in variants.items():
-            models[name] = spec(
+        for name, (version, kw) in variants.items():
+            out.append(Architecture(
+                name,
                 partial(VGG, cfg=CFGS[key], **kw),
                 family="vgg",
                 version=version,
                 in_channels=3 if version == "standard" else 6,
-                top1=_TOP1.get(name),
-                params=_PARAMS[name],
                 torch_prefix="0." if version == "v1" else "",
-                weights_url=_URLS.get(name),
-                notes=notes,
-            )
-    return models
+            ))
+    return tuple(out)
 
 
-MODELS = _build_registry()
+ARCHITECTURES: Tuple[Architecture, ...] = _architectures()

@@ -30,13 +30,15 @@ import jax.numpy as jnp
 from bcos_jax.constants import VIT_LOGIT_BIAS, v2_logit_bias
 from bcos_jax.layers import BcosConv, BcosDense, LogitLayer, accum_dtype
 from bcos_jax.models.common import Scope as _Scope
-from bcos_jax.models.common import StandardConv, StandardDense, check_input, partial, spec
+from bcos_jax.models.common import StandardConv, StandardDense, check_input, partial
+from bcos_jax.models.registry import Architecture
 from bcos_jax.norms import LayerNorm, LayerNorm2d, no_bias
 
 Array = jax.Array
 Factory = Callable[..., nn.Module]
 
 __all__ = [
+    "ARCHITECTURES",
     "Attention",
     "Encoder",
     "FeedForward",
@@ -274,8 +276,7 @@ class SimpleViT(nn.Module):
         return x
 
 
-# ---------------------------------------------------------------------------------- zoo
-_BASE_URL = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
+# ------------------------------------------------------------------------ architectures
 
 # size: (dim, depth, heads, mlp_dim); ViT-C drops one encoder to account for its stem.
 _SIZES = {"ti": (192, 12, 3, 768), "s": (384, 12, 6, 1536), "b": (768, 12, 12, 3072), "l": (1024, 14, 16, 4096)}
@@ -305,35 +306,18 @@ _STANDARD = dict(
     logit_layer=False,
 )
 
-# (name, size, top-1, params, weights hash). Weights: f'{_BASE_URL}/{file}-{hash}.pth' where
-# file is the name with 'bcos_' for B-cos models (bcos.models.pretrained.URLS['vit_final']).
+# (name, size): the B-cos ViTs of bcos.models.pretrained (vit_final) and their standard twins.
 _BCOS_MODELS = [
-    ("simple_vit_ti_patch16_224", "ti", 59.960, 5_800_128, "4b0824b1c1"),
-    ("simple_vit_s_patch16_224", "s", 69.246, 22_217_088, "75e99d1f73"),
-    ("simple_vit_b_patch16_224", "b", 74.408, 86_901_504, "1fc4750806"),
-    ("simple_vit_l_patch16_224", "l", 75.060, 178_787_328, "9613b2ad0a"),
-    ("vitc_ti_patch1_14", "ti", 67.260, 5_318_712, "ddd6193a77"),
-    ("vitc_s_patch1_14", "s", 74.504, 20_878_704, "cf55c88f0c"),
-    ("vitc_b_patch1_14", "b", 77.152, 81_326_016, "a13c46397b"),
-    ("vitc_l_patch1_14", "l", 77.782, 167_444_160, "8739e18b8d"),
+    ("simple_vit_ti_patch16_224", "ti"),
+    ("simple_vit_s_patch16_224", "s"),
+    ("simple_vit_b_patch16_224", "b"),
+    ("simple_vit_l_patch16_224", "l"),
+    ("vitc_ti_patch1_14", "ti"),
+    ("vitc_s_patch1_14", "s"),
+    ("vitc_b_patch1_14", "b"),
+    ("vitc_l_patch1_14", "l"),
 ]
-_STANDARD_MODELS = [
-    ("standard_simple_vit_ti_patch16_224", "ti", 70.230, 5_670_184, "2ae8c65a39"),
-    ("standard_simple_vit_s_patch16_224", "s", 74.470, 21_956_200, "f2934fcdcf"),
-    ("standard_simple_vit_b_patch16_224", "b", 75.300, 86_378_728, "87074200ed"),
-    ("standard_simple_vit_l_patch16_224", "l", 75.710, 178_104_296, "62dc536e03"),
-    ("standard_vitc_ti_patch1_14", "ti", 72.590, 5_334_952, "a5d6bded37"),
-    ("standard_vitc_s_patch1_14", "s", 75.756, 20_910_184, "34ecd7288e"),
-    ("standard_vitc_b_patch1_14", "b", 76.790, 81_388_648, "4d374b0220"),
-    ("standard_vitc_l_patch1_14", "l", 77.866, 167_541_352, "560e48f246"),
-]
-
-# Model-zoo tables (README, pretrained.py docstrings) quote parameter counts that differ
-# from the modules they build for these two; ``params`` is the module's own count.
-_ZOO_PARAMS_NOTE = {
-    "simple_vit_s_patch16_224": "22.28M",
-    "vitc_b_patch1_14": "81.37M",
-}
+_STANDARD_MODELS = [(f"standard_{name}", size) for name, size in _BCOS_MODELS]
 
 
 def _arch(size: str, conv: bool) -> dict:
@@ -343,29 +327,19 @@ def _arch(size: str, conv: bool) -> dict:
     return dict(patch_size=16, dim=dim, depth=depth, heads=heads, mlp_dim=mlp)
 
 
-def _vit_spec(name: str, size: str, top1: float, params: int, weights_hash: str, bcos: bool):
-    conv = "vitc" in name
-    notes = f"bcos.models.pretrained.{name}"
-    if name in _ZOO_PARAMS_NOTE:
-        notes += (
-            f"; the model zoo quotes {_ZOO_PARAMS_NOTE[name]} parameters, the reference module has "
-            f"{params / 1e6:.3f}M"
-        )
-    if conv:
-        notes += "; 224x224 input -> 14x14 tokens of patch size 1 after the conv stem"
-    return spec(
-        partial(SimpleViT, **_arch(size, conv), **(_BCOS if bcos else _STANDARD)),
+def _architecture(name: str, size: str, bcos: bool) -> Architecture:
+    # ViT-C ('vitc'): a conv stem, then 224x224 input -> 14x14 tokens of patch size 1.
+    return Architecture(
+        name,
+        partial(SimpleViT, **_arch(size, "vitc" in name), **(_BCOS if bcos else _STANDARD)),
         family="vit",
         version="v2" if bcos else "standard",
         resize=256,  # ImageNetClassificationPresetEval default: Resize(256) -> CenterCrop(224)
         in_channels=6 if bcos else 3,
-        top1=top1,
-        params=params,
         torch_prefix="0." if bcos else "",
-        weights_url=f"{_BASE_URL}/{'bcos_' if bcos else ''}{name}-{weights_hash}.pth",
-        notes=notes,
     )
 
 
-MODELS = {name: _vit_spec(name, *rest, bcos=True) for name, *rest in _BCOS_MODELS}
-MODELS.update({name: _vit_spec(name, *rest, bcos=False) for name, *rest in _STANDARD_MODELS})
+ARCHITECTURES: Tuple[Architecture, ...] = tuple(
+    _architecture(name, size, bcos=True) for name, size in _BCOS_MODELS
+) + tuple(_architecture(name, size, bcos=False) for name, size in _STANDARD_MODELS)
