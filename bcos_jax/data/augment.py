@@ -23,11 +23,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from bcos_jax import constants
+
 BILINEAR = Image.Resampling.BILINEAR
 NEAREST = Image.Resampling.NEAREST
 
-IMAGENET_MEAN = np.asarray((0.485, 0.456, 0.406), np.float32)
-IMAGENET_STD = np.asarray((0.229, 0.224, 0.225), np.float32)
+IMAGENET_MEAN = np.asarray(constants.IMAGENET_MEAN, np.float32)
+IMAGENET_STD = np.asarray(constants.IMAGENET_STD, np.float32)
 # AlexNet PCA colour noise, as in moboehle/B-cos:
 # experiments/Imagenet/bcos/experiment_parameters.py.
 IMAGENET_PCA_EIGVAL = np.asarray([0.2175, 0.0188, 0.0045], np.float32)
