@@ -248,5 +248,6 @@ def test_trainer_localisation_is_mask_localisation_of_the_explanation():
     frac, area = L.mask_localisation(ex.contributions, jnp.asarray(masks))
     assert out["count"] == 5
     np.testing.assert_allclose(out["localisation"], np.mean(np.asarray(frac)[:5]), rtol=1e-5)
-    np.testing.assert_allclose(out["localisation_uniform"], np.mean(np.asarray(area)[:5]), rtol=1e-6)
+    uniform = np.mean(np.asarray(area)[:5])
+    np.testing.assert_allclose(out["localisation_uniform"], uniform, rtol=1e-6)
     assert 0.0 < out["localisation"] < 1.0

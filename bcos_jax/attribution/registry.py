@@ -85,7 +85,9 @@ class Method:
 
     def __post_init__(self):
         if self.needs not in _NEEDS:
-            raise ValueError(f"method {self.name!r}: needs must be one of {_NEEDS}, got {self.needs!r}")
+            raise ValueError(
+                f"method {self.name!r}: needs must be one of {_NEEDS}, got {self.needs!r}"
+            )
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
 
     @property
@@ -180,7 +182,11 @@ def get_method(name: Union[str, Method]) -> Method:
 
 
 def attribute(
-    name: Union[str, Method], model: Any, x: Array, targets: Optional[Array] = None, **overrides: Any
+    name: Union[str, Method],
+    model: Any,
+    x: Array,
+    targets: Optional[Array] = None,
+    **overrides: Any,
 ) -> Array:
     """Run method ``name`` with the reference settings updated by ``overrides`` (not jitted)."""
     method = get_method(name)
