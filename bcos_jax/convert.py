@@ -241,6 +241,10 @@ def from_torch(name: str, state_dict: Mapping[str, Any], **overrides: Any) -> Di
 
         sd = convert.load_torch_checkpoint('resnet50-xxxx.pth')
         variables = convert.from_torch('resnet50', sd)
+
+    ``state_dict`` may also be a PyTorch Lightning checkpoint as the reference trainers save
+    it (``{'state_dict': {'model.' + key: ...}, 'epoch': ...}``, e.g. the released
+    B-cosified models) or that inner dict: the ``model.`` weights are used (not ``ema.``).
     """
     from bcos_jax import models
 
@@ -248,4 +252,22 @@ def from_torch(name: str, state_dict: Mapping[str, Any], **overrides: Any) -> Di
     spec = models.get_spec(name)
     size = spec.input_size
     shape = (1, size, size, spec.in_channels)
-    return from_torch_module(model, state_dict, shape, prefix=spec.torch_prefix, name=name)
+    if isinstance(state_dict, Mapping) and isinstance(state_dict.get("state_dict"), Mapping):
+        state_dict = _lightning_model_weights(state_dict["state_dict"], name)
+    try:
+        return from_torch_module(model, state_dict, shape, prefix=spec.torch_prefix, name=name)
+    except ConversionError:
+        # The inner state_dict of a Lightning file (what load_torch_checkpoint returns).
+        if not state_dict or not all(k.startswith(("model.", "ema.")) for k in state_dict):
+            raise
+        stripped = _lightning_model_weights(state_dict, name)
+        return from_torch_module(model, stripped, shape, prefix=spec.torch_prefix, name=name)
+
+
+def _lightning_model_weights(state_dict: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    # The reference's LightningModule holds the network as ``self.model`` (and an EMA copy
+    # as ``self.ema.module``); scripts/strip_checkpoints.py keeps the ``model.`` keys.
+    out = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
+    if not out:
+        raise ConversionError(name, [], sorted(state_dict)[:20], [])
+    return out

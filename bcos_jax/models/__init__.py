@@ -18,6 +18,7 @@ from typing import Any, List
 import flax.linen as nn
 
 from bcos_jax.models import (
+    bcosified,
     cifar9l,
     convnext,
     densenet,
@@ -34,7 +35,7 @@ from bcos_jax.models.registry import Architecture, ModelSpec, join
 __all__ = ["FAMILIES", "Architecture", "ModelSpec", "create", "get_spec", "list_models"]
 
 # The one list of model families: each module declares ARCHITECTURES.
-FAMILIES = (resnet, densenet, vgg, convnext, vit, inception, cifar9l, small)
+FAMILIES = (resnet, densenet, vgg, convnext, vit, inception, cifar9l, small, bcosified)
 
 _MODELS = join((a for family in FAMILIES for a in family.ARCHITECTURES), zoo.ZOO)
 

@@ -719,4 +719,201 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         params=24_656,
         notes="Quickstart / CI model: 3 stages of 3x3 B-cos convs + BNU, 24.7k params.",
     ),
+    # B-cosified models (models/bcosified.py)
+    "bcosified_densenet121": ZooEntry(
+        params=7_945_440,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_densenet121: released experiment bcosification/densenet_121 "
+            "(from torchvision DenseNet121_Weights.DEFAULT); renamed (positional) features "
+            "children; B=2 raw filters, BNU no bias, ReLU, AvgPool stem"
+        ),
+    ),
+    "bcosified_densenet161": ZooEntry(
+        params=28_584_144,
+        notes=(
+            "B-cosified standard_densenet161: no released checkpoint; renamed (positional) "
+            "features children; B=2 raw filters, BNU no bias, ReLU, AvgPool stem"
+        ),
+    ),
+    "bcosified_densenet169": ZooEntry(
+        params=14_078_688,
+        notes=(
+            "B-cosified standard_densenet169: no released checkpoint; renamed (positional) "
+            "features children; B=2 raw filters, BNU no bias, ReLU, AvgPool stem"
+        ),
+    ),
+    "bcosified_densenet201": ZooEntry(
+        params=19_907_808,
+        notes=(
+            "B-cosified standard_densenet201: no released checkpoint; renamed (positional) "
+            "features children; B=2 raw filters, BNU no bias, ReLU, AvgPool stem"
+        ),
+    ),
+    "bcosified_resnet101": ZooEntry(
+        params=44_504_896,
+        notes=(
+            "B-cosified standard_resnet101: no released checkpoint; B=2 raw filters, BNU no bias, "
+            "ReLU, AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_resnet152": ZooEntry(
+        params=60_125_504,
+        notes=(
+            "B-cosified standard_resnet152: no released checkpoint; B=2 raw filters, BNU no bias, "
+            "ReLU, AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_resnet18": ZooEntry(
+        params=11_693_120,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_resnet18: released experiment bcosification/resnet_18 (from "
+            "torchvision ResNet18_Weights.DEFAULT); B=2 raw filters, BNU no bias, ReLU, AvgPool "
+            "stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_resnet34": ZooEntry(
+        params=21_797_568,
+        notes=(
+            "B-cosified standard_resnet34: no released checkpoint; B=2 raw filters, BNU no bias, "
+            "ReLU, AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_resnet50": ZooEntry(
+        params=25_538_880,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_resnet50: released experiment bcosification/resnet_50 (from "
+            "torchvision ResNet50_Weights.DEFAULT (V2)); B=2 raw filters, BNU no bias, ReLU, "
+            "AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_resnet50_v1": ZooEntry(
+        params=25_538_880,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_resnet50 from torchvision IMAGENET1K_V1 weights: released "
+            "experiment bcosification/resnet_50_V1; architecture of bcosified_resnet50"
+        ),
+    ),
+    "bcosified_resnext101_32x8d": ZooEntry(
+        params=88_698_304,
+        notes=(
+            "B-cosified standard_resnext101_32x8d: no released checkpoint; B=2 raw filters, BNU "
+            "no bias, ReLU, AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_resnext50_32x4d": ZooEntry(
+        params=25_003_200,
+        notes=(
+            "B-cosified standard_resnext50_32x4d: no released checkpoint; B=2 raw filters, BNU no "
+            "bias, ReLU, AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_simple_vit_b_patch16_224": ZooEntry(
+        params=86_901_504,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_simple_vit_b_patch16_224: released experiment "
+            "vit_bcosification/bcosifyv2_simple_vit_b_patch16_224_0.001_lrWarmup_gapReorder (from "
+            "standard_simple_vit_b_patch16_224 (B-cos-v2 hub)); to_qkv plain; detachable GELU and "
+            "LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_simple_vit_l_patch16_224": ZooEntry(
+        params=178_787_328,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_simple_vit_l_patch16_224: released experiment "
+            "vit_bcosification/bcosifyv2_simple_vit_l_patch16_224_0.001_lrWarmup_gapReorder (from "
+            "standard_simple_vit_l_patch16_224 (B-cos-v2 hub)); to_qkv plain; detachable GELU and "
+            "LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_simple_vit_s_patch16_224": ZooEntry(
+        params=22_217_088,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_simple_vit_s_patch16_224: released experiment "
+            "vit_bcosification/bcosifyv2_simple_vit_s_patch16_224_0.001_lrWarmup_gapReorder (from "
+            "standard_simple_vit_s_patch16_224 (B-cos-v2 hub)); to_qkv plain; detachable GELU and "
+            "LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_simple_vit_ti_patch16_224": ZooEntry(
+        params=5_800_128,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_simple_vit_ti_patch16_224: released experiment "
+            "vit_bcosification/bcosifyv2_simple_vit_ti_patch16_224_0.001_lrWarmup_gapReorder "
+            "(from standard_simple_vit_ti_patch16_224 (B-cos-v2 hub)); to_qkv plain; detachable "
+            "GELU and LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_small_cnn": ZooEntry(
+        params=24_656,
+        notes="B-cosified standard_small_cnn (examples/bcosify_quickstart.py)",
+    ),
+    "bcosified_vitc_b_patch1_14": ZooEntry(
+        params=81_326_016,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_vitc_b_patch1_14: released experiment "
+            "vit_bcosification/bcosifyv2_vitc_b_patch1_14_0.001_lrWarmup_gapReorder (from "
+            "standard_vitc_b_patch1_14 (B-cos-v2 hub)); to_qkv plain; detachable GELU and "
+            "LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_vitc_l_patch1_14": ZooEntry(
+        params=167_444_160,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_vitc_l_patch1_14: released experiment "
+            "vit_bcosification/bcosifyv2_vitc_l_patch1_14_0.001_lrWarmup_gapReorder (from "
+            "standard_vitc_l_patch1_14 (B-cos-v2 hub)); to_qkv plain; detachable GELU and "
+            "LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_vitc_s_patch1_14": ZooEntry(
+        params=20_878_704,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_vitc_s_patch1_14: released experiment "
+            "vit_bcosification/bcosifyv2_vitc_s_patch1_14_0.001_lrWarmup_gapReorder (from "
+            "standard_vitc_s_patch1_14 (B-cos-v2 hub)); to_qkv plain; detachable GELU and "
+            "LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_vitc_ti_patch1_14": ZooEntry(
+        params=5_318_712,
+        weights_url=BCOSIFICATION_RELEASE,
+        notes=(
+            "B-cosified standard_vitc_ti_patch1_14: released experiment "
+            "vit_bcosification/bcosifyv2_vitc_ti_patch1_14_0.001_lrWarmup_gapReorder (from "
+            "standard_vitc_ti_patch1_14 (B-cos-v2 hub)); to_qkv plain; detachable GELU and "
+            "LayerNorm (no bias); head before the token mean; log(1/999)"
+        ),
+    ),
+    "bcosified_wide_resnet101_2": ZooEntry(
+        params=126_826_176,
+        notes=(
+            "B-cosified standard_wide_resnet101_2: no released checkpoint; B=2 raw filters, BNU "
+            "no bias, ReLU, AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "bcosified_wide_resnet50_2": ZooEntry(
+        params=68_857_536,
+        notes=(
+            "B-cosified standard_wide_resnet50_2: no released checkpoint; B=2 raw filters, BNU no "
+            "bias, ReLU, AvgPool stem, 1x1 head, -log(999)"
+        ),
+    ),
+    "standard_small_cnn": ZooEntry(
+        params=24_346,
+        notes=(
+            "standard twin of bcos_small_cnn (conv, BatchNorm, ReLU, Dense head); quickstart "
+            "B-cosification"
+        ),
+    ),
 })
