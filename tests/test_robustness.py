@@ -437,12 +437,13 @@ def _train_state(workdir, step=None):
     read onto one device without building the model."""
     import orbax.checkpoint as ocp
 
+    from bcos_jax import hub
     from bcos_jax.training import checkpoint as ckpt_lib
 
     ck = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:
         step = ck.all_steps()[-1] if step is None else step
-        target = ckpt_lib._host_target(ck.manager.item_metadata(step)["state"])
+        target = hub._host_target(ck.manager.item_metadata(step)["state"])
         out = ck.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
     finally:
