@@ -402,6 +402,8 @@ class FrozenNormsModel:
             return self.model.apply(*args, **kwargs)
 
     def __getattr__(self, name):
+        if name == "model":  # not set yet (copy, unpickling): no recursion through __getattr__
+            raise AttributeError(name)
         return getattr(self.model, name)
 
 
