@@ -309,7 +309,8 @@ EXPECTED_NAMES = (
 
 
 def test_registry_names():
-    assert set(models.list_models(family="resnet")) == EXPECTED_NAMES
+    bcosified = {f"bcosified_{n}" for n in resnet._IMAGENET} | {"bcosified_resnet50_v1"}
+    assert set(models.list_models(family="resnet")) == EXPECTED_NAMES | bcosified
     ours = {n for n in EXPECTED_NAMES if models.get_spec(n).version == "v2"}
     assert ours >= {n for n in bcos_pretrained.list_available() if n.startswith(("resnet", "resnext"))}
 
