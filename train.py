@@ -16,10 +16,10 @@ accelerators, ``--aot_topology v5e:4x4`` compiles the sharded train step for tha
 topology and prints its per-chip memory instead of training (needs ``pip install 'jax[tpu]'``).
 
 The file reads top to bottom: flags, mesh, input, model and optimiser, sharding and update
-step, checkpoint, loop, eval. Fine-tuning (``config.init_from``, ``config.freeze``,
-``data.name='folder:PATH'``): ``bcos_jax.training.transfer`` and docs/finetuning.md.
-The pieces live in ``bcos_jax.training``: the train state
+step, checkpoint, loop, eval. The pieces live in ``bcos_jax.training``: the train state
 (``state.TrainState``) and the pure ``init`` / ``train_step`` / ``eval_step`` in ``step``.
+Fine-tuning (``config.init_from``, ``config.freeze``, ``data.name='folder:PATH'``):
+``bcos_jax.training.transfer`` and docs/finetuning.md.
 """
 from __future__ import annotations
 
