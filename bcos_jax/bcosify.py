@@ -16,9 +16,10 @@ change); this module moves the weights:
   reference's "BnUncV2"), which leaves the layer's eval-mode output unchanged;
 * biases are dropped (``use_bias=False``, the reference's recipe) or kept.
 
-With ``b=1, use_bias=True, stem_pool='max', pool_after_head=False, logit_bias=None`` the
-result computes the standard network's logits exactly on every ``[x, 1-x]`` input (the
-function-preservation check of tests/test_bcosify.py); the defaults are the reference's
+With ``b=1, use_bias=True, logit_bias=None`` and ``stem_pool='max'`` (CNNs) or
+``pool_after_head=False`` (ViTs) the result computes the standard network's logits exactly
+on every ``[x, 1-x]`` input (the function-preservation check of tests/test_bcosify.py;
+docs/bcosification.md); the defaults are the reference's
 B-cosified model (B = 2, no biases, average-pool stem, ViT head before the token mean,
 logit bias ``-log(999)``), ready to fine-tune (``configs/bcosify.py``).
 """
