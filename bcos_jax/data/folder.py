@@ -12,8 +12,8 @@ an evaluation split may lack classes but may not add any. Files are images by ex
 ``.DS_Store``) are not examples, as in ``ImageFolder``.
 
 Unreadable images: every image of a split is decoded once when the split is opened (in a
-thread pool: about 1 ms per photo per core, a few seconds for tens of thousands of small
-images), *before* training starts. If any fails, ``UnreadableImagesError`` lists their
+thread pool; a few ms per photo per core, measured in docs/finetuning.md), *before*
+training starts. If any fails, ``UnreadableImagesError`` lists their
 paths and the reason and nothing is trained: a bad file is never dropped silently, and a
 run never dies halfway through an epoch on one. Remove or repair the files and rerun. (A
 file that breaks *after* the check, during the run, stops the run with its path.) For
