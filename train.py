@@ -125,6 +125,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     # Input: each process reads its rows of every global batch.
     # =================================================================================
     info = data.dataset_info(config.data)
+    if config.localisation and not data.sources.is_synthetic(config.data):
+        # Said now rather than after the whole run, when the score would be computed.
+        raise ValueError(f"config.localisation needs object masks, which only the synthetic "
+                         f"datasets have, not {config.data.name!r}: set "
+                         "--config.localisation=False")
     train_ds = data.make_dataset(config.data, config.data.train_split, train=True,
                                  global_batch_size=config.batch_size, seed=config.seed)
     eval_ds = data.make_dataset(config.data, config.data.eval_split, train=False,

@@ -158,6 +158,8 @@ def test_train_py_on_a_folder_dataset(tmp_path):
     cfg.data.eval_resize, cfg.data.eval_crop = 18, 16
     cfg.model.widths = (8, 16)
     cfg.batch_size, cfg.eval_batch_size, cfg.num_steps = 8, 8, 2
+    with pytest.raises(ValueError, match="localisation needs object masks"):
+        train_module().train_and_evaluate(cfg, str(tmp_path / "masks"))  # before any step
     cfg.localisation = False  # no object masks in a folder dataset
     summary = train_module().train_and_evaluate(cfg, str(tmp_path / "run"))
     assert summary["steps"] == 2 and summary["val_count"] == 7
