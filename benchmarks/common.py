@@ -15,7 +15,8 @@ from typing import Callable, Dict, List
 
 
 def _summary(times: List[float]) -> Dict[str, float]:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+    return {"median": statistics.median(times), "min": min(times), "max": max(times),
+            "n": len(times)}
 
 
 def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> Dict[str, float]:
@@ -32,7 +33,8 @@ def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> Dict[
     return _summary(times)
 
 
-def timeit_pair(fa: Callable[[], object], fb: Callable[[], object], repeats: int = 5, warmup: int = 2):
+def timeit_pair(fa: Callable[[], object], fb: Callable[[], object], repeats: int = 5,
+                warmup: int = 2):
     """Time two functions alternately (a, b, a, b, ...) so that load drift hits both alike."""
     for _ in range(warmup):
         fa()
@@ -51,7 +53,8 @@ def fmt(t: Dict[str, float]) -> str:
     return f"{t['median']:.3f}s [{t['min']:.3f}-{t['max']:.3f}] (n={t['n']})"
 
 
-def ratio_line(name: str, ref: Dict[str, float], ours: Dict[str, float], ref_name="torch", ours_name="jax") -> str:
+def ratio_line(name: str, ref: Dict[str, float], ours: Dict[str, float], ref_name="torch",
+               ours_name="jax") -> str:
     r = ref["median"] / ours["median"]
     return f"{name:<34} {ref_name} {fmt(ref):<34} {ours_name} {fmt(ours):<34} speed-up x{r:.2f}"
 

@@ -72,7 +72,8 @@ def tiny_config(**over) -> ml_collections.ConfigDict:
 
 
 def info(num_classes=4, num_train=64, image_size=16):
-    return types.SimpleNamespace(num_classes=num_classes, num_train=num_train, num_eval=32, image_size=image_size)
+    return types.SimpleNamespace(num_classes=num_classes, num_train=num_train, num_eval=32,
+                                 image_size=image_size)
 
 
 TINY_VIT = dict(patch_size=8, dim=32, depth=1, heads=2, mlp_dim=64, conv_stem=None)
@@ -105,7 +106,8 @@ def one_step_on_mock_data(name: str, arg: str, workdir: str) -> dict:
         summary = train_module().train_and_evaluate(cfg, workdir)
     assert summary["steps"] == 1 and summary["val_count"] == 24
     assert os.path.exists(os.path.join(workdir, "summary.json"))
-    assert os.listdir(os.path.join(workdir, "checkpoints")) and os.listdir(os.path.join(workdir, "tensorboard"))
+    assert os.listdir(os.path.join(workdir, "checkpoints"))
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
     if cfg.data.add_inverse:
         assert os.path.exists(os.path.join(workdir, "explanations.png"))
     assert json.load(open(os.path.join(workdir, "model.json")))["model"] == cfg.model_name

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Sequence, Tuple
 
-
 __all__ = ["HBM_GIB", "OutOfMemoryError", "check_fits", "compile_and_report", "topology_devices"]
 
 # HBM per TPU device (a v2/v3 chip has two devices of 8/16 GiB; v4 (megacore), v5e, v5p and
@@ -36,11 +35,13 @@ def topology_devices(topology: str, num_slices: int = 1) -> Tuple[Sequence[Any],
     # No TPU here: skip libtpu's metadata-server queries (they time out off GCP) and its
     # one-process-per-host lock (other JAX processes may have loaded libtpu too).
     # Set only while libtpu initialises, so that child processes do not inherit them.
-    env = {"TPU_SKIP_MDS_QUERY": "1", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_WORKER_HOSTNAMES": "localhost"}
+    env = {"TPU_SKIP_MDS_QUERY": "1", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+           "TPU_WORKER_HOSTNAMES": "localhost"}
     saved = {k: os.environ.get(k) for k in env}
     chip = topology.split(":")[0].lower()
     if chip not in HBM_GIB:
-        raise ValueError(f"unknown TPU generation {chip!r} in {topology!r}; known: {sorted(HBM_GIB)}")
+        raise ValueError(
+            f"unknown TPU generation {chip!r} in {topology!r}; known: {sorted(HBM_GIB)}")
     try:
         for k, v in env.items():
             os.environ.setdefault(k, v)
@@ -49,7 +50,7 @@ def topology_devices(topology: str, num_slices: int = 1) -> Tuple[Sequence[Any],
             # v4 VMs run both TensorCores of a chip as one device (megacore), as here.
             chip_config_name="megacore" if chip == "v4" else "default",
             chips_per_host_bounds=(2, 2, 1), num_slices=num_slices)
-    except Exception as e:  # noqa: BLE001 - libtpu missing or an unknown topology
+    except Exception as e:
         raise RuntimeError(
             f"cannot describe TPU topology {topology!r} ({type(e).__name__}: {e}); AOT compilation "
             "needs libtpu: pip install 'jax[tpu]==0.10.2'") from e
@@ -85,11 +86,12 @@ def compile_and_report(jitted: Any, args: Tuple[Any, ...], *, chip: str, topolog
         "hbm_gib": hbm / GiB, "fits": total <= hbm, "compile_seconds": seconds,
     }
     if verbose:
-        print(f"AOT {config_name} on {topology} (mesh {dict(mesh_shape)}), global batch {global_batch}: "
-              f"compiled in {seconds:.1f} s")
-        print(f"  per chip: arguments {report['arguments_gib']:.2f} GiB, outputs {report['outputs_gib']:.2f} GiB "
-              f"(aliased with arguments {report['aliased_gib']:.2f} GiB), temporaries "
-              f"{report['temporaries_gib']:.2f} GiB, code {report['code_gib']:.3f} GiB")
+        print(f"AOT {config_name} on {topology} (mesh {dict(mesh_shape)}), global batch "
+              f"{global_batch}: compiled in {seconds:.1f} s")
+        print(f"  per chip: arguments {report['arguments_gib']:.2f} GiB, outputs "
+              f"{report['outputs_gib']:.2f} GiB (aliased with arguments "
+              f"{report['aliased_gib']:.2f} GiB), temporaries {report['temporaries_gib']:.2f} "
+              f"GiB, code {report['code_gib']:.3f} GiB")
         print(f"  total {report['total_gib']:.2f} GiB of {report['hbm_gib']:.0f} GiB HBM: "
               + ("fits" if report["fits"] else "DOES NOT FIT"), flush=True)
     check_fits(report)
@@ -100,8 +102,9 @@ def check_fits(report: Dict[str, Any]) -> None:
     """Raise ``OutOfMemoryError`` when the report's total exceeds the chip's HBM."""
     if not report["fits"]:
         raise OutOfMemoryError(
-            f"{report['model']} at global batch {report['global_batch']} needs {report['total_gib']:.2f} GiB per chip on "
-            f"{report['topology']}, more than its {report['hbm_gib']:.0f} GiB HBM: use a larger slice, FSDP "
+            f"{report['model']} at global batch {report['global_batch']} needs "
+            f"{report['total_gib']:.2f} GiB per chip on {report['topology']}, more than its "
+            f"{report['hbm_gib']:.0f} GiB HBM: use a larger slice, FSDP "
             "(--config.mesh.fsdp=N --config.sharding_rules='((\".*\", \"fsdp\"),)'), bf16 compute, "
             "or gradient accumulation")
 

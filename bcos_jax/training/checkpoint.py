@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 class Checkpointer:
     """Saves and restores ``(state, data_state)`` under ``workdir/checkpoints``."""
 
-    def __init__(self, workdir: str, keep: int = 3, keep_best: bool = True, async_save: bool = True):
+    def __init__(self, workdir: str, keep: int = 3, keep_best: bool = True,
+                 async_save: bool = True):
         self.directory = os.path.abspath(os.path.join(workdir, CKPT_SUBDIR))
         policies = [ocm.LatestN(keep)]
         if keep_best:
@@ -65,7 +66,8 @@ class Checkpointer:
     def all_steps(self):
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: Any, data_state: Any, metrics: Optional[Dict[str, float]] = None) -> None:
+    def save(self, step: int, state: Any, data_state: Any,
+             metrics: Optional[Dict[str, float]] = None) -> None:
         """Start an (async) save; ``metrics`` (with 'val_top1') make the step eligible as best."""
         data_json = _data_state_to_json(data_state)
         self.manager.save(
@@ -76,7 +78,8 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(self, abstract_state: Any, step: Optional[int] = None) -> Optional[Tuple[int, Any, Any]]:
+    def restore(self, abstract_state: Any,
+                step: Optional[int] = None) -> Optional[Tuple[int, Any, Any]]:
         """Restore the newest readable checkpoint (or ``step``) onto ``abstract_state``'s shardings.
 
         ``abstract_state``: a ``TrainState`` (or another pytree) of ``jax.ShapeDtypeStruct``
@@ -93,7 +96,7 @@ class Checkpointer:
                         data=ocp.args.JsonRestore(),
                     ),
                 )
-            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
+            except Exception as e:
                 log.warning("checkpoint %d in %s is unreadable (%s: %s); trying an older one",
                             s, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
                 if step is not None:

@@ -38,7 +38,7 @@ def default_config(data_recipe: Optional[str] = None) -> ml_collections.ConfigDi
     c.model_name = "resnet50"
     c.model = ml_collections.ConfigDict()
     c.compute_dtype = "float32"  # 'bfloat16': mixed precision (params and norm statistics stay f32)
-    c.remat = False  # rematerialise every B-cos layer in the backward pass: less memory, more compute
+    c.remat = False  # rematerialise every B-cos layer in the backward pass: less memory, more FLOPs
 
     # ---- Fine-tuning (bcos_jax.training.transfer; docs/finetuning.md). init_from: the weights
     # a new run starts from (a workdir, a save_model directory, a .pth/.safetensors file, or a
@@ -146,8 +146,11 @@ def load_config(arg: str) -> Any:
     path, sep, cfg_arg = arg.partition(":")
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
-        names = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
-        hint = _did_you_mean(os.path.basename(path), names, prefix=os.path.join(os.path.dirname(path), ""))
+        names = []
+        if os.path.isdir(folder):
+            names = sorted(f for f in os.listdir(folder) if f.endswith(".py"))
+        hint = _did_you_mean(os.path.basename(path), names,
+                             prefix=os.path.join(os.path.dirname(path), ""))
         if not hint and names:
             hint = f"; config files in {folder}: {_key_list(names)}"
         raise ValueError(f"--config={arg}: no config file {path!r}{hint}")
@@ -163,7 +166,8 @@ def load_config(arg: str) -> Any:
         return module.get_config(cfg_arg) if sep else module.get_config()
     except Exception as e:
         call = f"get_config({cfg_arg!r})" if sep else "get_config()"
-        raise ValueError(f"--config={arg}: {call} of {path} failed ({type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"--config={arg}: {call} of {path} failed ({type(e).__name__}: {e})") from e
 
 
 def check_override(config: Any, key: str) -> None:
@@ -174,7 +178,8 @@ def check_override(config: Any, key: str) -> None:
         name = re.sub(r"\[.*\]$", "", part)  # an indexed tuple field: sharding_rules[0]
         if not isinstance(node, (ml_collections.ConfigDict, dict)):
             raise ValueError(
-                f"--config.{key}: {seen} is {node!r} (of type {type(node).__name__}), not a dict; it has no key {name!r}"
+                f"--config.{key}: {seen} is {node!r} (of type {type(node).__name__}), not a dict; "
+                f"it has no key {name!r}"
             )
         keys = [str(k) for k in node.keys()]
         if name not in keys:
@@ -182,10 +187,12 @@ def check_override(config: Any, key: str) -> None:
             hint = _did_you_mean(name, keys, prefix=where)
             note = ""
             if seen == "config.model":
-                note = (" (config.model holds models.create overrides; the config is locked, so only keys "
-                        "its file sets can be overridden: set new ones in the config file)")
+                note = (" (config.model holds models.create overrides; the config is locked, so "
+                        "only keys its file sets can be overridden: set new ones in the config "
+                        "file)")
             listing = "" if hint else f"; {seen} has: {_key_list(keys)}"
-            raise ValueError(f"--config.{key}: unknown config key {where + name!r}{hint}{listing}{note}")
+            raise ValueError(
+                f"--config.{key}: unknown config key {where + name!r}{hint}{listing}{note}")
         node = node[name]
         seen = f"{seen}.{name}"
 
@@ -249,10 +256,12 @@ def check_model(config: Any) -> None:
         m = re.search(r"unexpected keyword argument '([^']+)'", str(e))
         if m is None:
             raise ValueError(f"config.model (overrides of {name}): {e}") from None
-        fields = [f.name for f in dataclasses.fields(models.create(name)) if f.name not in ("parent", "name")]
+        fields = [f.name for f in dataclasses.fields(models.create(name))
+                  if f.name not in ("parent", "name")]
         raise ValueError(
             f"config.model.{m.group(1)}: model {name} has no such setting"
-            f"{_did_you_mean(m.group(1), fields, prefix='config.model.')} (its settings: {_key_list(fields)})"
+            f"{_did_you_mean(m.group(1), fields, prefix='config.model.')} "
+            f"(its settings: {_key_list(fields)})"
         ) from None
     except ValueError as e:
         raise ValueError(f"config.model (overrides of {name}): {e}") from None

@@ -22,7 +22,8 @@ __all__ = ["adjusted_decay", "update"]
 
 
 def adjusted_decay(decay: float, every: int, global_batch: int, epochs: float) -> float:
-    """The per-update decay after the torchvision adjustment (``global_batch`` = effective batch)."""
+    """The per-update decay after the torchvision adjustment (``global_batch``: the effective
+    batch)."""
     alpha = min(1.0, (1.0 - decay) * global_batch * every / epochs)
     return 1.0 - alpha
 

@@ -29,7 +29,8 @@ def bce(logits: Array, targets: Array) -> Array:
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets.astype(jnp.float32)))
 
 
-def uniform_off_labels_bce(logits: Array, targets: Array, off_value: Optional[float] = None) -> Array:
+def uniform_off_labels_bce(logits: Array, targets: Array,
+                           off_value: Optional[float] = None) -> Array:
     """BCE with the targets clamped to ``min(off_value or 1/C)`` (v2 ImageNet recipes)."""
     off = off_value or 1.0 / logits.shape[-1]
     return bce(logits, jnp.maximum(targets.astype(jnp.float32), off))

@@ -71,7 +71,8 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.update(n)
             if postfix:
-                self._bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
+                self._bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                       for k, v in postfix.items()},
                                       refresh=False)
 
     def write(self, msg: str) -> None:

@@ -70,7 +70,8 @@ def epoch_table(cfg: Any, base_lr: float, num_epochs: int) -> np.ndarray:
         min_lr = float(cfg.min_lr)
         cos = _cosine(np.maximum(e - warm, 0), t_max, base_lr, min_lr)
         if warm:
-            lr = np.where(e < warm, base_lr * _linear_warmup_factor(e, warm, cfg.warmup_factor), cos)
+            warmup = base_lr * _linear_warmup_factor(e, warm, cfg.warmup_factor)
+            lr = np.where(e < warm, warmup, cos)
         else:
             lr = cos
     elif name == "step":
@@ -79,13 +80,15 @@ def epoch_table(cfg: Any, base_lr: float, num_epochs: int) -> np.ndarray:
         warm = int(cfg.warmup_epochs)
         warmup = np.linspace(cfg.start_warmup_lr, base_lr, warm) if warm > 0 else np.array([])
         iters = np.arange(num_epochs - warm)
-        main = cfg.final_lr + 0.5 * (base_lr - cfg.final_lr) * (1 + np.cos(np.pi * iters / len(iters)))
+        cos = 1 + np.cos(np.pi * iters / len(iters))
+        main = cfg.final_lr + 0.5 * (base_lr - cfg.final_lr) * cos
         lr = np.concatenate([warmup, main])
     elif name == "v1_cifar":
         lr = 1e-3 * np.cos(np.pi * e / 200) + 1e-5
     else:
         raise ValueError(
-            f"unknown schedule {name!r}; choose warmup_cosine, step, v1_cosine, v1_cifar or constant"
+            f"unknown schedule {name!r}; choose warmup_cosine, step, v1_cosine, v1_cifar or "
+            "constant"
         )
     lr = np.asarray(lr, np.float64)
     if cfg.epoch0_lr is not None:
@@ -96,7 +99,8 @@ def epoch_table(cfg: Any, base_lr: float, num_epochs: int) -> np.ndarray:
 def make_schedule(
     cfg: Any, base_lr: float, steps_per_epoch: int, total_steps: int
 ) -> Callable[[Array], Array]:
-    """``schedule(step) -> lr`` (jittable) for ``config.schedule``; ``step`` counts optimiser updates."""
+    """``schedule(step) -> lr`` (jittable) for ``config.schedule``; ``step`` counts optimiser
+    updates."""
     interval = cfg.interval
     if interval == "epoch":
         num_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
@@ -121,7 +125,8 @@ def make_schedule(
 
     def schedule(step):
         t = step.astype(jnp.float32) if hasattr(step, "astype") else jnp.float32(step)
-        cos = min_lr + (base_lr - min_lr) * (1 + jnp.cos(jnp.pi * jnp.maximum(t - warm, 0) / t_max)) / 2
+        phase = jnp.pi * jnp.maximum(t - warm, 0) / t_max
+        cos = min_lr + (base_lr - min_lr) * (1 + jnp.cos(phase)) / 2
         if not warm:
             return cos
         factor = start + (1.0 - start) * jnp.minimum(t, warm) / warm
@@ -154,7 +159,8 @@ def unitwise_norm(x: Array) -> Array:
     return jnp.sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True))
 
 
-def adaptive_grad_clip(clip_factor: float = 0.01, eps: float = 1e-3) -> optax.GradientTransformation:
+def adaptive_grad_clip(clip_factor: float = 0.01,
+                       eps: float = 1e-3) -> optax.GradientTransformation:
     """Unit-wise AGC: ``g ← g · max_norm / max(‖g‖, 1e-6)`` where ``‖g‖ > max_norm =
     max(‖p‖, eps) · clip_factor`` (per unit), else ``g`` unchanged."""
 

@@ -57,7 +57,8 @@ def initialize_distributed(coordinator: Optional[str] = None, num_processes: Opt
         # Collectives between processes on CPU devices (harmless for accelerator runs).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator, num_processes, process_id)
-    elif force or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "") or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+    elif (force or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+          or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS")):
         jax.distributed.initialize()  # multi-host TPU / cluster: everything auto-detected
 
 
@@ -71,7 +72,8 @@ def _resolve(sizes: Dict[str, int], n: int, what: str) -> Tuple[int, ...]:
             raise ValueError(f"{what}: {n} devices are not divisible by {rest}")
         shape[shape.index(-1)] = n // rest
     if int(np.prod(shape)) != n:
-        raise ValueError(f"{what}: mesh {dict(zip(AXES, shape))} needs {int(np.prod(shape))} devices, have {n}")
+        raise ValueError(f"{what}: mesh {dict(zip(AXES, shape))} needs {int(np.prod(shape))} "
+                         f"devices, have {n}")
     return tuple(shape)
 
 
@@ -149,7 +151,8 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") ->
             f"the global batch is split evenly over all devices: use a multiple of {n_dev}"
         )
     if global_batch % n_proc:
-        raise ValueError(f"{what}={global_batch} is not divisible by the number of processes ({n_proc})")
+        raise ValueError(
+            f"{what}={global_batch} is not divisible by the number of processes ({n_proc})")
     return global_batch // n_proc
 
 

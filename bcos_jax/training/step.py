@@ -112,7 +112,7 @@ class Setup:
 
     @classmethod
     def from_config(cls, config: Any, num_classes: int, num_train: int,
-                    mesh: Optional[Mesh] = None) -> "Setup":
+                    mesh: Optional[Mesh] = None) -> Setup:
         """The setup of a training config (``defaults.default_config()`` and a recipe's changes)
         for a dataset of ``num_classes`` classes and ``num_train`` training images."""
         overrides = model_overrides(config, num_classes)
@@ -196,9 +196,9 @@ def train_step(setup: Setup, state: TrainState, batch: Dict[str, jax.Array],
         def body(carry, xs):
             g_acc, stats, l_acc = carry
             mb, i = xs
-            (l, (lg, stats)), g = _loss_and_grads(setup, params, stats, mb["image"], mb["targets"],
-                                                  jax.random.fold_in(rng, i))
-            return (jax.tree.map(jnp.add, g_acc, g), stats, l_acc + l), lg
+            (loss_i, (logits_i, stats)), g = _loss_and_grads(
+                setup, params, stats, mb["image"], mb["targets"], jax.random.fold_in(rng, i))
+            return (jax.tree.map(jnp.add, g_acc, g), stats, l_acc + loss_i), logits_i
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         (grads, batch_stats, loss), logits = jax.lax.scan(
