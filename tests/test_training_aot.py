@@ -1,8 +1,10 @@
 """Ahead-of-time compilation of the sharded train step for a TPU topology (needs libtpu)."""
 import pytest
+from training_helpers import info, tiny_config, train_module
 
 from bcos_jax.training import aot
-from training_helpers import info, tiny_config, train_module
+
+NO_LIBTPU = "libtpu is not importable: pip install 'jax[tpu]==0.10.2' (extra 'tpu')"
 
 
 def _libtpu():
@@ -13,9 +15,10 @@ def _libtpu():
     return True
 
 
-@pytest.mark.skipif(not _libtpu(), reason="libtpu is not importable: pip install 'jax[tpu]==0.10.2' (extra 'tpu')")
+@pytest.mark.skipif(not _libtpu(), reason=NO_LIBTPU)
 def test_small_model_compiles_for_v5e_2x2():
-    cfg = tiny_config(batch_size=32, mesh={"data": 2, "fsdp": 2}, sharding_rules=[("kernel", "fsdp")])
+    cfg = tiny_config(batch_size=32, mesh={"data": 2, "fsdp": 2},
+                      sharding_rules=[("kernel", "fsdp")])
     report = train_module().aot_compile(cfg, "v5e:2x2", info=info())
     assert report["chips"] == 4 and report["mesh"] == {"data": 2, "fsdp": 2}
     assert report["fits"] and 0 < report["total_gib"] < 1
@@ -29,7 +32,7 @@ def test_unknown_generation_is_a_clear_error():
         aot.topology_devices("v9z:2x2")
 
 
-@pytest.mark.skipif(not _libtpu(), reason="libtpu is not importable: pip install 'jax[tpu]==0.10.2' (extra 'tpu')")
+@pytest.mark.skipif(not _libtpu(), reason=NO_LIBTPU)
 def test_multislice_mesh_from_topology():
     from bcos_jax.training import sharding
 

@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from training_helpers import build, tiny_config
 
 import bcos_jax
 from bcos_jax import hub
 from bcos_jax.training import checkpoint as ckpt_lib
 from bcos_jax.training import sharding
 from bcos_jax.training.state import TrainState
-from training_helpers import build, tiny_config
 
 
 def _setup(cfg, devices):
@@ -24,7 +24,8 @@ def _setup(cfg, devices):
 def _step(steps, mesh, state, seed):
     rng = np.random.default_rng(seed)
     x = rng.uniform(size=(16, 16, 16, 3)).astype(np.float32)
-    batch = {"image": np.concatenate([x, 1 - x], -1), "targets": np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]}
+    batch = {"image": np.concatenate([x, 1 - x], -1),
+             "targets": np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]}
     return steps.train_step(state, sharding.make_global_batch(batch, mesh), jax.random.key(0))[0]
 
 
@@ -84,9 +85,11 @@ def test_corrupted_and_partial_checkpoints_are_skipped(saved, tmp_path):
 def test_load_checkpoint_from_workdir(saved):
     workdir, states = saved
     model, v = bcos_jax.load_checkpoint(workdir)  # latest, EMA weights (the run kept an EMA)
-    np.testing.assert_array_equal(v["params"]["conv0"]["kernel"], states[2].ema["params"]["conv0"]["kernel"])
+    np.testing.assert_array_equal(v["params"]["conv0"]["kernel"],
+                                  states[2].ema["params"]["conv0"]["kernel"])
     _, v = bcos_jax.load_checkpoint(workdir, step="best", ema=False)  # step 1 had the higher top-1
-    np.testing.assert_array_equal(v["params"]["conv0"]["kernel"], states[1].params["conv0"]["kernel"])
+    np.testing.assert_array_equal(v["params"]["conv0"]["kernel"],
+                                  states[1].params["conv0"]["kernel"])
     assert set(v) == {"params", "batch_stats"}
     x = jnp.ones((2, 16, 16, 6)) * 0.5
     assert model.apply(v, x).shape == (2, 4)
@@ -95,7 +98,8 @@ def test_load_checkpoint_from_workdir(saved):
 def test_save_model_round_trip(saved, tmp_path):
     workdir, _ = saved
     model, v = bcos_jax.load_checkpoint(workdir, ema=False)
-    out = bcos_jax.save_model(str(tmp_path / "m"), "bcos_small_cnn", {"num_classes": 4, "widths": (8, 16)}, v)
+    out = bcos_jax.save_model(str(tmp_path / "m"), "bcos_small_cnn",
+                              {"num_classes": 4, "widths": (8, 16)}, v)
     model2, v2 = bcos_jax.load_checkpoint(out)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), v, v2)
     x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 6))

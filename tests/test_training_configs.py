@@ -7,13 +7,14 @@ import sys
 import jax
 import jax.numpy as jnp
 import pytest
+from training_helpers import ROOT, get_config
 
 from bcos_jax import models
 from bcos_jax.training import step as step_lib
-from training_helpers import ROOT, get_config
 
 RECIPES = [
-    ("imagenet_bcos_final", a) for a in ("resnet18", "resnet50", "resnext50_32x4d", "densenet121", "vgg11_bnu")
+    ("imagenet_bcos_final", a)
+    for a in ("resnet18", "resnet50", "resnext50_32x4d", "densenet121", "vgg11_bnu")
 ] + [
     ("imagenet_bcos_final_long", a) for a in ("resnet50_long", "densenet121_long", "convnext_tiny",
                                              "convnext_base_bnu")
@@ -21,7 +22,8 @@ RECIPES = [
     ("imagenet_vit_final", a) for a in ("vitc_s_patch1_14", "simple_vit_b_patch16_224",
                                        "standard_simple_vit_s_patch16_224")
 ] + [
-    ("imagenet_v1", a) for a in ("resnet34", "densenet121", "densenet121_cossched", "vgg11", "inception_v3")
+    ("imagenet_v1", a)
+    for a in ("resnet34", "densenet121", "densenet121_cossched", "vgg11", "inception_v3")
 ] + [
     ("cifar10_v1_9l", a) for a in ("1", "2", "2.5")
 ] + [
@@ -61,10 +63,12 @@ QUICKSTART = os.path.join(ROOT, "configs", "quickstart.py")
 
 @pytest.mark.parametrize("override,message", [
     ("--config.batch_sise=3", "unknown config key 'batch_sise'; did you mean 'batch_size'"),
-    ("--config.optimizer.lrr=1e-3", "unknown config key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+    ("--config.optimizer.lrr=1e-3",
+     "unknown config key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
     ("--config.data.image_sise=8", "did you mean 'data.image_size'"),
     ("--config.model.widht=(8,)", "did you mean 'model.widths'?"),
-    ("--config.model.foo=1", "config.model has: depth, widths (config.model holds models.create overrides"),
+    ("--config.model.foo=1",
+     "config.model has: depth, widths (config.model holds models.create overrides"),
     ("--config.zzzzzz=1", "unknown config key 'zzzzzz'; config has: aux_loss_weight, batch_size"),
     ("--config.batch_size.x=1", "config.batch_size is 64 (of type int), not a dict"),
 ])
@@ -75,17 +79,21 @@ def test_unknown_override_key_suggests_the_close_one(override, message):
 
 
 def test_known_overrides_pass_the_check():
-    cfg = _check(f"--config={QUICKSTART}:ci", "--config.batch_size=16", "--config.optimizer.lr", "1e-3",
+    cfg = _check(f"--config={QUICKSTART}:ci", "--config.batch_size=16", "--config.optimizer.lr",
+                 "1e-3",
                  "--noconfig.localisation", "--config.model.widths=(8, 16)", "--workdir", "/tmp/x")
     assert cfg.data.num_train == 1024  # the file's values: the overrides are ml_collections' job
 
 
 def test_bad_config_file_or_argument():
-    with pytest.raises(ValueError, match=r"no config file '.*quikstart.py'; did you mean '.*quickstart.py'\?"):
+    with pytest.raises(ValueError,
+                       match=r"no config file '.*quikstart.py'; did you mean '.*quickstart.py'\?"):
         _check("--config", os.path.join(ROOT, "configs", "quikstart.py"))
-    with pytest.raises(ValueError, match=r"no config file .*; config files in .*: .*cifar10_v1_9l.py, .*quickstart.py"):
+    with pytest.raises(ValueError, match=r"no config file .*; config files in .*: "
+                                         r".*cifar10_v1_9l.py, .*quickstart.py"):
         _check("--config", os.path.join(ROOT, "configs", "zzzz.py"))
-    with pytest.raises(ValueError, match=r"get_config\('foo'\) of .*quickstart.py failed \(ValueError: quickstart takes"):
+    with pytest.raises(ValueError, match=r"get_config\('foo'\) of .*quickstart.py failed "
+                                         r"\(ValueError: quickstart takes"):
         _check(f"--config={QUICKSTART}:foo")
     assert _check("--workdir", "/tmp/x") is None  # no --config: absl reports the missing flag
 
@@ -95,11 +103,13 @@ def test_unknown_model_or_model_setting_in_a_config():
 
     cfg = get_config("quickstart")
     cfg.model_name = "resnet_50"
-    with pytest.raises(ValueError, match=r"config.model_name: unknown model 'resnet_50'; did you mean resnet50"):
+    with pytest.raises(ValueError, match=r"config.model_name: unknown model 'resnet_50'; "
+                                         r"did you mean resnet50"):
         defaults.check_model(cfg)
     cfg = get_config("quickstart")
     cfg.model.widhts = (8,)
-    with pytest.raises(ValueError, match=r"config.model.widhts: model bcos_small_cnn has no such setting; "
+    with pytest.raises(ValueError, match=r"config.model.widhts: model bcos_small_cnn has no "
+                                         r"such setting; "
                                          r"did you mean 'config.model.widths'\?"):
         defaults.check_model(cfg)
     for name, arg in RECIPES:  # every recipe passes (builds modules only, no parameters)
@@ -108,7 +118,8 @@ def test_unknown_model_or_model_setting_in_a_config():
 
 def test_train_py_reports_a_bad_config_in_one_line(tmp_path):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), "--config", QUICKSTART, "--config.batch_sise=3",
+        [sys.executable, os.path.join(ROOT, "train.py"), "--config", QUICKSTART,
+         "--config.batch_sise=3",
          "--workdir", str(tmp_path / "w")],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 1
@@ -116,7 +127,8 @@ def test_train_py_reports_a_bad_config_in_one_line(tmp_path):
            "did you mean 'batch_size'" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), "--config", QUICKSTART, "--config.model_name=resnet_50",
+        [sys.executable, os.path.join(ROOT, "train.py"), "--config", QUICKSTART,
+         "--config.model_name=resnet_50",
          "--workdir", str(tmp_path / "w")],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 1 and "config.model_name: unknown model 'resnet_50'" in out.stderr

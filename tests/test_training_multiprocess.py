@@ -7,14 +7,15 @@ import sys
 
 import jax
 import numpy as np
+from training_helpers import ROOT
 
 import bcos_jax
-from training_helpers import ROOT
 
 STEPS = 6
 ARGS = [
     "--config", os.path.join(ROOT, "configs", "quickstart.py") + ":ci",
-    f"--config.num_steps={STEPS}", "--config.checkpoint_every_steps=3", "--config.eval_every_steps=6",
+    f"--config.num_steps={STEPS}", "--config.checkpoint_every_steps=3",
+    "--config.eval_every_steps=6",
     "--config.explain_every_epochs=0", "--config.log_every_steps=3", "--config.batch_size=16",
     "--config.eval_batch_size=32", "--config.data.num_train=64", "--config.data.num_eval=40",
     "--config.data.image_size=16", "--config.model.widths=(8, 16)", "--config.localisation=False",
@@ -56,7 +57,8 @@ def test_two_processes_equal_one(tmp_path):
     for ema in (False, True):
         _, a = bcos_jax.load_checkpoint(single, step=STEPS, ema=ema)
         _, b = bcos_jax.load_checkpoint(multi, step=STEPS, ema=ema)
-        jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6), a, b)
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(
+            np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6), a, b)
     import json
 
     s1 = json.load(open(os.path.join(single, "summary.json")))

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from bcos_jax.training import ema as ema_lib
 from bcos_jax.training import defaults, losses, optim
+from bcos_jax.training import ema as ema_lib
 
 torch = pytest.importorskip("torch")
 
@@ -54,7 +54,8 @@ def test_warmup_cosine_per_epoch_matches_bcos_factory():
     fac = LRSchedulerFactory(name="cosineannealinglr", epochs=epochs, warmup_method="linear",
                              warmup_epochs=5, warmup_decay=0.01)
     ref = _torch_lrs(lambda o: fac.create(o), epochs)
-    cfg = _cfg(name="warmup_cosine", interval="epoch", warmup_epochs=5, warmup_factor=0.01, min_lr=0.0)
+    cfg = _cfg(name="warmup_cosine", interval="epoch", warmup_epochs=5, warmup_factor=0.01,
+               min_lr=0.0)
     np.testing.assert_allclose(optim.epoch_table(cfg, 1e-3, epochs), ref, rtol=1e-6, atol=1e-12)
     sched = optim.make_schedule(cfg, 1e-3, spe, epochs * spe)
     per_step = np.array([float(sched(jnp.int32(s))) for s in range(epochs * spe)])
@@ -69,7 +70,8 @@ def test_warmup_cosine_per_step_matches_bcos_factory():
     fac = LRSchedulerFactory(name="cosineannealinglr", epochs=epochs, warmup_method="linear",
                              warmup_steps=10, interval="step", warmup_decay=0.01)
     ref = _torch_lrs(lambda o: fac.create(o, total_steps=total)["scheduler"], total)
-    cfg = _cfg(name="warmup_cosine", interval="step", warmup_steps=10, warmup_factor=0.01, min_lr=0.0)
+    cfg = _cfg(name="warmup_cosine", interval="step", warmup_steps=10, warmup_factor=0.01,
+               min_lr=0.0)
     sched = optim.make_schedule(cfg, 1e-3, spe, total)
     got = np.array([float(sched(jnp.int32(s))) for s in range(total)])
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-10)
@@ -77,30 +79,37 @@ def test_warmup_cosine_per_step_matches_bcos_factory():
 
 def test_cosine_without_warmup_cifar_v2():
     ref = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=100), 100)
-    cfg = _cfg(name="warmup_cosine", interval="epoch", warmup_epochs=0, warmup_factor=0.01, min_lr=0.0)
+    cfg = _cfg(name="warmup_cosine", interval="epoch", warmup_epochs=0, warmup_factor=0.01,
+               min_lr=0.0)
     np.testing.assert_allclose(optim.epoch_table(cfg, 1e-3, 100), ref, rtol=1e-6, atol=1e-12)
 
 
 def test_v1_schedules():
-    step = optim.epoch_table(_cfg(name="step", step_epochs=60, gamma=0.1, epoch0_lr=2.5e-4), 2.5e-4, 100)
-    assert step[0] == step[59] == 2.5e-4 and math.isclose(step[60], 2.5e-5) and math.isclose(step[99], 2.5e-5)
+    step = optim.epoch_table(_cfg(name="step", step_epochs=60, gamma=0.1, epoch0_lr=2.5e-4),
+                             2.5e-4, 100)
+    assert step[0] == step[59] == 2.5e-4
+    assert math.isclose(step[60], 2.5e-5) and math.isclose(step[99], 2.5e-5)
     cifar = optim.epoch_table(_cfg(name="v1_cifar", epoch0_lr=5e-4), 5e-4, 100)
     assert cifar[0] == 5e-4  # epoch 0 runs at the optimiser's construction lr
-    np.testing.assert_allclose(cifar[1:], [1e-3 * np.cos(np.pi * i / 200) + 1e-5 for i in range(1, 100)])
-    cos = optim.epoch_table(_cfg(name="v1_cosine", warmup_epochs=10, start_warmup_lr=1e-5, final_lr=1e-4,
+    np.testing.assert_allclose(cifar[1:],
+                               [1e-3 * np.cos(np.pi * i / 200) + 1e-5 for i in range(1, 100)])
+    cos = optim.epoch_table(_cfg(name="v1_cosine", warmup_epochs=10, start_warmup_lr=1e-5,
+                                 final_lr=1e-4,
                                  epoch0_lr=2.5e-4), 1e-3, 200)
     assert cos[0] == 2.5e-4 and math.isclose(cos[1], 1e-5 + (1e-3 - 1e-5) / 9)  # the v1 quirk
     assert math.isclose(cos[10], 1e-3) and cos[-1] > 1e-4
 
 
-@pytest.mark.parametrize("shape", [(3, 3, 4, 8), (1, 1, 16, 8), (7, 7, 1, 6), (12, 5), (8,), (1, 1, 1, 5), (2, 3, 4)])
+@pytest.mark.parametrize("shape", [(3, 3, 4, 8), (1, 1, 16, 8), (7, 7, 1, 6), (12, 5), (8,),
+                                   (1, 1, 1, 5), (2, 3, 4)])
 def test_agc_matches_reference(shape):
     adaptive_clip_grad_ = _reference_agc()
 
     rng = np.random.default_rng(0)
     p = rng.normal(size=shape).astype(np.float32)
     g = (rng.normal(size=shape) * rng.choice([1e-4, 1e-1], size=shape)).astype(np.float32)
-    # Flax layout -> torch layout: HWIO -> OIHW, [in, out] -> [out, in], [k, in, out] -> [out, in, k].
+    # Flax layout -> torch layout: HWIO -> OIHW, [in, out] -> [out, in],
+    # [k, in, out] -> [out, in, k].
     to_t = {4: (3, 2, 0, 1), 2: (1, 0), 3: (2, 1, 0), 1: (0,)}[len(shape)]
     tp = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(p.transpose(to_t))))
     tp.grad = torch.from_numpy(np.ascontiguousarray(g.transpose(to_t)))
@@ -128,7 +137,8 @@ def test_losses_match_reference():
                                    torch.nn.CrossEntropyLoss()(tx, tt).item(), rtol=1e-5)
     out = {"logits": jnp.asarray(x), "aux_logits": jnp.asarray(x[::-1])}
     np.testing.assert_allclose(losses.compute("bce", out, jnp.asarray(t), 1.0),
-                               losses.bce(out["logits"], t) + losses.bce(out["aux_logits"], t), rtol=1e-6)
+                               losses.bce(out["logits"], t) + losses.bce(out["aux_logits"], t),
+                               rtol=1e-6)
 
 
 def test_adam_matches_torch():
@@ -155,9 +165,11 @@ def test_ema_follows_torchvision_recipe():
     spe, seen = 64, []
     for step in range(3 * spe):
         model = {"w": jnp.full(2, float(step))}
-        ema, count = ema_lib.update(ema, count, model, step=jnp.int32(step), steps_per_epoch=spe, every=32,
+        ema, count = ema_lib.update(ema, count, model, step=jnp.int32(step), steps_per_epoch=spe,
+                                    every=32,
                                     accum=1, decay=0.5, warmup_epochs=1)
         seen.append((float(ema["w"][0]), int(count)))
-    assert seen[0] == (0.0, 0) and seen[32] == (32.0, 0) and seen[63] == (32.0, 0)  # warm-up: copies
+    # Warm-up: copies.
+    assert seen[0] == (0.0, 0) and seen[32] == (32.0, 0) and seen[63] == (32.0, 0)
     assert seen[64] == (64.0, 1)  # first update after warm-up: still a copy (count was reset)
     assert seen[96] == (0.5 * 64 + 0.5 * 96, 2) and seen[97] == seen[96]  # only every 32 steps

@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import pytest
-
 from training_helpers import ROOT, get_config, train_module
 
 
 def test_quickstart_ci_reaches_stated_accuracy(tmp_path):
     workdir = str(tmp_path / "qs")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), "--config",
          os.path.join(ROOT, "configs", "quickstart.py") + ":ci", "--workdir", workdir],
@@ -40,9 +40,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     train.train_and_evaluate(cfg, workdir)
     cfg.num_steps = 4
     cfg.optimizer.lr = float("nan")  # resume from step 2; the update of step 3 poisons the weights
-    with pytest.raises(train.NonFiniteLossError, match=r"at step 3 .*last good checkpoint is step 2"):
+    with pytest.raises(train.NonFiniteLossError,
+                       match=r"at step 3 .*last good checkpoint is step 2"):
         train.train_and_evaluate(cfg, workdir)
-    assert sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())[-1] == 2
+    saved = os.listdir(os.path.join(workdir, "checkpoints"))
+    assert sorted(int(n) for n in saved if n.isdigit())[-1] == 2
 
 
 def test_small_cnn_follows_the_model_contract():

@@ -1,7 +1,6 @@
 """One training step of the v1, CIFAR-10 and standard-ViT recipe configs through the real
 input pipeline on ``tfds.testing.mock_data`` with a tiny model."""
 import pytest
-
 from training_helpers import one_step_on_mock_data
 
 pytest.importorskip("tensorflow_datasets")

@@ -8,15 +8,16 @@ import time
 
 import jax
 import numpy as np
+from training_helpers import ROOT
 
 import bcos_jax
-from training_helpers import ROOT
 
 STEPS = 60
 ARGS = [
     "--config", os.path.join(ROOT, "configs", "quickstart.py") + ":ci",
-    f"--config.num_steps={STEPS}", "--config.checkpoint_every_steps=4", "--config.checkpoint_every_epochs=0",
-    "--config.eval_every_steps=0", "--config.eval_every_epochs=0", "--config.explain_every_epochs=0",
+    f"--config.num_steps={STEPS}", "--config.checkpoint_every_steps=4",
+    "--config.checkpoint_every_epochs=0", "--config.eval_every_steps=0",
+    "--config.eval_every_epochs=0", "--config.explain_every_epochs=0",
     "--config.log_every_steps=4", "--config.batch_size=16", "--config.eval_batch_size=64",
     "--config.data.num_train=128", "--config.data.num_eval=64", "--config.data.image_size=16",
     "--config.model.widths=(8, 16)", "--config.keep_checkpoints=3", "--config.ema_decay=0.5",
@@ -44,13 +45,15 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
     subprocess.run(_cmd(ref), env=_env(), check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(_cmd(killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cmd(killed), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if any(s >= 8 for s in _steps(killed)):
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    assert proc.poll() is None, ("the run ended before it could be killed: "
+                                 + proc.stderr.read().decode()[-2000:])
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(killed, "summary.json"))

@@ -2,9 +2,9 @@
 import jax
 import numpy as np
 import pytest
+from training_helpers import build, tiny_config
 
 from bcos_jax.training import sharding
-from training_helpers import build, tiny_config
 
 
 def _batches(n, cfg, num_classes=4, seed=0):
@@ -14,7 +14,8 @@ def _batches(n, cfg, num_classes=4, seed=0):
     for _ in range(n):
         x = rng.uniform(size=(cfg.batch_size, s, s, 3)).astype(np.float32)
         labels = rng.integers(0, num_classes, cfg.batch_size)
-        out.append({"image": np.concatenate([x, 1 - x], -1), "targets": np.eye(num_classes, dtype=np.float32)[labels]})
+        out.append({"image": np.concatenate([x, 1 - x], -1),
+                    "targets": np.eye(num_classes, dtype=np.float32)[labels]})
     return out
 
 
