@@ -6,7 +6,10 @@ Reference (docs/recipes.md §2, moboehle/B-cos experiments/CIFAR10/bcos): Adam, 
 epochs, lr per epoch ``1e-3·cos(π·e/200) + 1e-5`` with epoch 0 at the construction lr 5e-4;
 BCE on one-hot targets; flip + RandomCrop(32, padding 4); [x, 1-x] input. The per-B layer
 scale and logit temperature are in the zoo models ``v1_cifar10_9l_b{100,...,250}``.
-Arg: B in 1, 1.25, 1.5, 1.75, 2, 2.25, 2.5. Hardware: one GPU, about an hour; CPU: hours.
+Arg: B in 1, 1.25, 1.5, 1.75, 2, 2.25, 2.5. Hardware: one GPU or TPU chip. Estimated for B=2,
+not measured (benchmarks/tpu_estimates.py: XLA's cost analysis of the compiled step, published
+peaks, 40 % of them assumed; per-step overheads not modelled, so a floor): 7 min on one H100,
+28 min on one TPU v5e chip (docs/training.md). CPU: not measured.
 Expected top-1 (docs/recipes.md §9): B=1 93.53, 1.25 93.81, 1.5 93.69, 1.75 93.69, 2 93.19,
 2.25 92.60, 2.5 92.37.
 """

@@ -9,7 +9,10 @@ flip + RandomCrop(32, padding 4); B=2, MaxOut 2 (``-nomaxout``: 1), logit bias �
 Arg: ``resnet{20,32,44,56}[/NORM][-nomaxout]``; NORM is one of the reference's ablation
 norms (``none`` — the default, as the plain ``resnet_20`` config — or an, bn, gn, in, ln, pn,
 anu, bnu, gnu, inu, lnu, pnu, each optionally ``-linear`` or ``-unaffine``).
-Hardware: one GPU, under an hour per model. Expected: no published per-norm table was
+Hardware: one GPU or TPU chip. Estimated for resnet20, not measured (benchmarks/tpu_estimates.py:
+XLA's cost analysis of the compiled step, published peaks, 40 % of them assumed; per-step
+overheads not modelled, so a floor): 6 min on one H100, 24 min on one TPU v5e chip
+(docs/training.md). Expected: no published per-norm table was
 retrievable (docs/recipes.md §6); ~90 % top-1 is typical for ResNet-20.
 """
 from bcos_jax.training.defaults import default_config

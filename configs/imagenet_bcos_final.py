@@ -9,8 +9,11 @@ weight decay, global batch 256 (64 × 4 GPUs), 90 epochs (ResNeXt 100), lr per e
 UniformOffLabels BCE (off targets 1/1000); RandomResizedCrop(224) + flip; eval resize 256,
 centre crop 224; [x, 1-x] input; fp32. Arg: a zoo name (resnet18/34/50/101/152,
 resnext50_32x4d, densenet121/161/169/201, vgg11_bnu).
-Hardware: one GPU works (slowly; use --config.compute_dtype=bfloat16); a v5e-16 / v4-16
-pod slice trains ResNet-50 in about a day (see docs/training.md for the compiled memory).
+Hardware: one GPU or a TPU slice (--config.compute_dtype=bfloat16 halves activation bytes).
+Estimated for ResNet-50, not measured (benchmarks/tpu_estimates.py: XLA's cost analysis of the
+AOT-compiled step, the chips' published peak FLOP/s and HBM bandwidth, 40 % of them assumed):
+10.6 h on a v5e-16 slice, 42 h on one H100; the table and the compiled memory are in
+docs/training.md.
 Expected top-1 (official weights, docs/recipes.md §8): resnet18 68.7, resnet34 72.3, resnet50 75.9,
 resnet101 76.5, resnet152 76.5, resnext50_32x4d 75.8, densenet121 73.6, densenet161 76.6,
 densenet169 75.2, densenet201 75.5, vgg11_bnu 69.3.
