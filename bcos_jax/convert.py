@@ -252,16 +252,21 @@ def from_torch(name: str, state_dict: Mapping[str, Any], **overrides: Any) -> Di
     spec = models.get_spec(name)
     size = spec.input_size
     shape = (1, size, size, spec.in_channels)
-    if isinstance(state_dict, Mapping) and isinstance(state_dict.get("state_dict"), Mapping):
+    wrapped = isinstance(state_dict, Mapping) and isinstance(state_dict.get("state_dict"), Mapping)
+    if wrapped:
         state_dict = _lightning_model_weights(state_dict["state_dict"], name)
     try:
         return from_torch_module(model, state_dict, shape, prefix=spec.torch_prefix, name=name)
-    except ConversionError:
+    except ConversionError as first:
         # The inner state_dict of a Lightning file (what load_torch_checkpoint returns).
-        if not state_dict or not all(k.startswith(("model.", "ema.")) for k in state_dict):
+        lightning_keys = all(k.startswith(("model.", "ema.")) for k in state_dict)
+        if wrapped or not state_dict or not lightning_keys:
             raise
         stripped = _lightning_model_weights(state_dict, name)
-        return from_torch_module(model, stripped, shape, prefix=spec.torch_prefix, name=name)
+        try:
+            return from_torch_module(model, stripped, shape, prefix=spec.torch_prefix, name=name)
+        except ConversionError:
+            raise first from None  # the keys as given
 
 
 def _lightning_model_weights(state_dict: Mapping[str, Any], name: str) -> Dict[str, Any]:

@@ -388,3 +388,65 @@ def test_cli_writes_a_loadable_bcosified_model(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, dict(loaded), expected)
     x = jnp.asarray(_image(32, 32))
     np.testing.assert_array_equal(model.apply(loaded, x), ref_model.apply(expected, x))
+
+
+def test_checkpoint_of_another_architecture_lists_the_keys():
+    c = _case("resnet")
+    lightning = {"state_dict": {"model." + k: v for k, v in c["rm"].state_dict().items()}}
+    arch = dict(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2, num_classes=5)
+    listing = r"(?s)missing.*unexpected.*model\.conv1\.linear\.weight"
+    with pytest.raises(convert.ConversionError, match=listing):
+        convert.from_torch("bcosified_densenet121", lightning, **arch)
+    with pytest.raises(convert.ConversionError, match="unexpected.*optimizer"):
+        convert.from_torch("bcosified_resnet18", {"state_dict": {"optimizer.x": np.zeros(1)}})
+
+
+def test_recipes_are_the_references():
+    from bcos_jax.training.defaults import check_model, load_config
+
+    path = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "bcosify.py")
+    for arg in (
+        "resnet18",
+        "resnet50",
+        "resnet50_v1",
+        "densenet121",
+        "simple_vit_s_patch16_224",
+        "simple_vit_b_patch16_224",
+        "vitc_b_patch1_14",
+        "vitc_l_patch1_14",
+        "small_cnn",
+    ):
+        c = load_config(f"{path}:{arg}")
+        check_model(c)
+        assert c.model_name == f"bcosified_{arg}" and c.init_from == f"runs/bcosified_{arg}_init"
+        assert (c.optimizer.name, c.optimizer.weight_decay, c.schedule.name) == (
+            "adam",
+            0.0,
+            "warmup_cosine",
+        )
+    cnn = load_config(f"{path}:resnet50")
+    assert (cnn.optimizer.lr, cnn.batch_size, cnn.num_epochs, cnn.loss) == (
+        1e-4,
+        256,
+        90.0,
+        "uniform_off_labels_bce",
+    )
+    assert (cnn.optimizer.agc, cnn.schedule.interval, cnn.schedule.warmup_epochs) == (
+        True,
+        "epoch",
+        0,
+    )
+    vit = {
+        a: load_config(f"{path}:{a}")
+        for a in ("simple_vit_s_patch16_224", "simple_vit_b_patch16_224", "vitc_b_patch1_14")
+    }
+    assert [(v.optimizer.lr, v.batch_size, v.schedule.warmup_steps) for v in vit.values()] == [
+        (1e-3, 1024, 0),
+        (1e-3, 512, 50_000),
+        (1e-3, 1024, 10_000),
+    ]
+    assert all(
+        v.data.mixup_alpha == 0.2 and v.data.randaugment_magnitude == 10 for v in vit.values()
+    )
+    with pytest.raises(ValueError, match="recipes: resnet18"):
+        load_config(f"{path}:vgg11")
