@@ -450,3 +450,28 @@ def test_recipes_are_the_references():
     )
     with pytest.raises(ValueError, match="recipes: resnet18"):
         load_config(f"{path}:vgg11")
+
+
+def test_bcosified_models_are_ordinary_zoo_models():
+    """Attribution baselines (Grad-CAM finds its feature site), remat and prenormalize work
+    on a B-cosified model as on any zoo model."""
+    from bcos_jax import attribution
+
+    std = models.create("standard_small_cnn", num_classes=6)
+    variables = std.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    model, bvars = bcosify("standard_small_cnn", variables, num_classes=6)
+    x = jnp.asarray(_image(32, 32))
+    fns = attribution.from_zoo("bcosified_small_cnn", bvars, model=model)
+    e = explain(model, bvars, x)
+    np.testing.assert_allclose(
+        attribution.attribute("bcos", fns, x, e.targets), e.weights * x, rtol=1e-5
+    )
+    cam = attribution.attribute("gradcam", fns, x)
+    assert cam.shape == (2, 32, 32, 1) and bool(jnp.all(jnp.isfinite(cam)))
+    remat = models.create("bcosified_small_cnn", num_classes=6, remat=True)
+    grad = jax.grad(lambda v, m: m.apply(v, x).sum())
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        grad(bvars, model)["params"],
+        grad(bvars, remat)["params"],
+    )
