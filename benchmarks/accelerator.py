@@ -473,7 +473,7 @@ def environment() -> Dict[str, Any]:
         jaxlib=jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
         jax_backend=jax.default_backend(),
         chip=dev.device_kind,
-        jax_platform_version=getattr(dev.client, "platform_version", None),
+        jax_platform_version=getattr(getattr(dev, "client", None), "platform_version", None),
     )
     try:
         import jaxlib
@@ -500,13 +500,18 @@ def _gib(b: Optional[float]) -> str:
 
 
 def markdown(
-    env: Dict[str, Any], rows: List[Dict[str, Any]], targets: List[Dict[str, Any]], notes: List[str]
+    env: Dict[str, Any],
+    rows: List[Dict[str, Any]],
+    targets: List[Dict[str, Any]],
+    notes: List[str],
+    quick: bool = False,
 ) -> str:
     lines = [
         f"{env['date']}: {env['chip']} ({env['jax_backend']}); jax {env['jax']}, jaxlib "
         f"{env['jaxlib']} ({env['jax_platform_version']}); torch {env.get('torch')} "
         f"(CUDA {env.get('torch_cuda')}, cuDNN {env.get('cudnn')}, {env.get('torch_device')}); "
-        f"Python {env['python']}.",
+        f"Python {env['python']}."
+        + (" **--quick: shrunk models, tiny inputs; the figures mean nothing.**" if quick else ""),
         "",
         "| what | model | framework | variant | batch | images/s "
         "| ms per step, median [min-max] (n) "
@@ -740,7 +745,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         targets=targets,
         notes=notes,
     )
-    md = markdown(env, rows, targets, notes)
+    md = markdown(env, rows, targets, notes, args.quick)
     _write_atomic(
         os.path.join(args.out, "accelerator.json"), json.dumps(result, indent=1, default=str)
     )
