@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["BCOSIFY_OPTIONS", "bcosify", "bcosify_variables"]
+__all__ = ["BCOSIFY_OPTIONS", "bcosified_name", "bcosify", "bcosify_variables"]
 
 #: Keyword arguments that only the B-cosified model takes (everything else, such as
 #: ``num_classes`` or ``depth``, builds both the standard model and its B-cosified twin).
@@ -251,6 +251,12 @@ def bcosify_variables(
     return _unflatten(flat)
 
 
+def bcosified_name(name: str) -> str:
+    """The zoo name of the B-cosified twin of standard model ``name`` (``standard_resnet50`` ->
+    ``bcosified_resnet50``); a ValueError naming the supported models otherwise."""
+    return _twin(name)[0]
+
+
 def bcosify(name: str, variables: Mapping[str, Any], **options: Any):
     """B-cosify the standard zoo model ``name`` with ``variables``: returns ``(model, variables)``.
 
@@ -294,39 +300,3 @@ def bcosify(name: str, variables: Mapping[str, Any], **options: Any):
         where=name,
     )
     return dst_model, new
-
-
-def main(argv=None) -> int:
-    """``python -m bcos_jax.bcosify STANDARD_NAME --out DIR [--weights FILE]``: write the
-    B-cosified model as a ``save_model`` directory (``config.init_from`` of configs/bcosify.py)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(
-        prog="python -m bcos_jax.bcosify", description=main.__doc__.split("\n")[0]
-    )
-    ap.add_argument("model", help="standard zoo model, e.g. standard_resnet50")
-    ap.add_argument("--out", required=True, help="directory to write (bcos_jax.save_model)")
-    ap.add_argument(
-        "--weights", help="the standard model's .pth/.safetensors (default: its official weights)"
-    )
-    ap.add_argument(
-        "--num-classes", type=int, help="classes of the standard model, if not its default"
-    )
-    a = ap.parse_args(argv)
-    import bcos_jax
-    from bcos_jax import convert
-
-    arch = {} if a.num_classes is None else {"num_classes": a.num_classes}
-    if a.weights:
-        variables = convert.from_torch(a.model, convert.load_torch_checkpoint(a.weights), **arch)
-    else:
-        _, variables = bcos_jax.pretrained(a.model)
-    target, _ = _twin(a.model)
-    _, new = bcosify(a.model, variables, **arch)
-    out = bcos_jax.save_model(a.out, target, arch, new)
-    print(f"{a.model} -> {target}: {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,12 +3,13 @@
 First B-cosify the pretrained standard model into a ``save_model`` directory, then train
 from it (``config.init_from``; docs/bcosification.md):
 
-    python -m bcos_jax.bcosify standard_resnet50 --weights resnet50-11ad3fa6.pth \\
+    bcos-jax bcosify --model standard_resnet50 --weights resnet50-11ad3fa6.pth \\
         --out runs/bcosified_resnet50_init
     python train.py --config configs/bcosify.py:resnet50 --workdir runs/bcosify_r50 \\
         --config.data.data_dir=$TFDS_DATA_DIR
 
-(``--weights`` omitted: the standard model's official weights through ``bcos_jax.pretrained``.)
+(``--pretrained`` instead of ``--weights FILE``: the standard model's official weights through
+``bcos_jax.pretrained``.)
 ``init_from`` defaults to ``runs/bcosified_<arch>_init``, where the first command writes.
 
 Reference (shrebox/B-cosification, bcos/experiments/ImageNet/bcosification and

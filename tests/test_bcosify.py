@@ -359,12 +359,12 @@ def test_zoo_entries_and_reference_parameter_counts():
 
 
 def test_cli_writes_a_loadable_bcosified_model(tmp_path):
-    """``python -m bcos_jax.bcosify`` from a weights file: the save_model directory that
+    """``bcos-jax bcosify`` from a weights file: the save_model directory that
     configs/bcosify.py's ``init_from`` reads gives back bcosify's model and variables."""
     from safetensors.numpy import save_file
 
     import bcos_jax
-    from bcos_jax.bcosify import main
+    from bcos_jax.commands import main
 
     std = models.create("standard_small_cnn", num_classes=6)
     variables = std.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
@@ -381,7 +381,8 @@ def test_cli_writes_a_loadable_bcosified_model(tmp_path):
         {k: np.ascontiguousarray(v) for k, v in sd.items()}, str(tmp_path / "std.safetensors")
     )
     out = tmp_path / "bcosified"
-    args = ["standard_small_cnn", "--weights", str(tmp_path / "std.safetensors")]
+    weights = str(tmp_path / "std.safetensors")
+    args = ["bcosify", "--model", "standard_small_cnn", "--weights", weights]
     assert main([*args, "--out", str(out), "--num-classes", "6"]) == 0
     model, loaded = bcos_jax.load_checkpoint(str(out))
     ref_model, expected = bcosify("standard_small_cnn", variables, num_classes=6)

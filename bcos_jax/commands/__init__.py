@@ -3,6 +3,7 @@
   bcos-jax models [--version v2] [--family F]    the model-zoo table
   bcos-jax convert --model NAME --weights FILE --out DIR
                                                  official .pth/.safetensors -> a model directory
+  bcos-jax bcosify MODEL --out DIR               a standard model -> its B-cosified twin
   bcos-jax explain IMAGE... MODEL [--target K] --out DIR
                                                  colour explanation, contribution map, top-5 JSON
   bcos-jax evaluate MODEL [--dataset ...] --out DIR
@@ -20,11 +21,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from bcos_jax.commands import convert, evaluate, explain, models
+from bcos_jax.commands import bcosify, convert, evaluate, explain, models
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (models, convert, explain, evaluate)
+COMMANDS = (models, convert, bcosify, explain, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
