@@ -259,6 +259,11 @@ def estimate(result: Dict[str, Any], utilisation: float) -> Dict[str, Any]:
     )
 
 
+def _ms(seconds: float) -> str:
+    ms = 1e3 * seconds
+    return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.3g} ms"
+
+
 def _fmt_hours(h: float) -> str:
     if h < 1 / 60:
         return f"{h * 3600:.0f} s"
@@ -289,9 +294,9 @@ def markdown(rows: List[Dict[str, Any]], utilisation: float) -> str:
             f"| `{r['config']}` | {r['topology']} ({r['chips']}) | {r['global_batch']} "
             f"({r['global_batch'] // r['chips']}{accum}) | {r['compute_dtype']} "
             f"| {r['flops_per_chip'] / 1e9:.4g} "
-            f"| {r['bytes_per_chip'] / 1e9:.3g} | {1e3 * r['step_seconds']:.3g} ms ({r['bound']}) "
+            f"| {r['bytes_per_chip'] / 1e9:.3g} | {_ms(r['step_seconds'])} ({r['bound']}) "
             f"| {r['total_steps']} ({r['epochs']:g} ep) | **{_fmt_hours(r['hours'])}** | {mem_s} "
-            f"| {_fmt_hours(r['h100_hours'])} ({1e3 * r['h100_step_seconds']:.3g} ms/step) |"
+            f"| {_fmt_hours(r['h100_hours'])} ({_ms(r['h100_step_seconds'])}/step) |"
         )
     chips = sorted({r["chip"] for r in rows} | {"h100"})
     lines += [
