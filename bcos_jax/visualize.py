@@ -51,7 +51,8 @@ def gradient_to_image(
 
     Returns:
       [H, W, 4] float RGBA in [0, 1]: colour from the direction of W(x) per pixel, opacity
-      from its norm where the pixel's contribution is positive.
+      from its norm where the pixel's contribution is positive (all 0 when the percentile
+      of that opacity is 0, e.g. no pixel contributes positively).
     """
     image = np.asarray(image, np.float64)
     w = np.asarray(weights, np.float64)
@@ -70,7 +71,11 @@ def gradient_to_image(
         if int(smooth) % 2 == 0:
             raise ValueError(f"smooth must be an odd kernel size (or 0), got {smooth}")
         alpha = _avg_pool_same(alpha, int(smooth))
-    alpha = np.clip(alpha / np.percentile(alpha, alpha_percentile), 0, 1)
+    top = np.percentile(alpha, alpha_percentile)
+    # Too few positively contributing pixels to reach the percentile (it is then 0 or the
+    # 1e-12 marker of negative contributions): fully transparent. The reference divides by
+    # that value instead, giving NaN (all-zero W) or a fully opaque image (all negative).
+    alpha = np.clip(alpha / top, 0, 1) if top > 1e-12 else np.zeros_like(alpha)
     return np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
 
 

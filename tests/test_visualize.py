@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import bcos_jax
 from bcos_jax import visualize
 from tests.torch_ref import bcos, torch
 
@@ -56,3 +57,11 @@ def test_save_grid_writes_png(tmp_path):
     with Image.open(path) as im:
         assert im.size == (19 * 3, 23 * 2)
     assert not (tmp_path / "g.png.tmp").exists()
+
+
+def test_no_positive_contribution_gives_a_transparent_image():
+    # W(x) pointing away from x everywhere: every contribution is negative.
+    x = np.asarray(bcos_jax.add_inverse(np.full((8, 8, 3), 0.4, np.float32)))
+    for w in (-x, np.zeros_like(x)):  # all negative; all zero (0/0 in the reference)
+        rgba = visualize.gradient_to_image(x, w)
+        assert np.isfinite(rgba).all() and (rgba[..., 3] == 0).all()
