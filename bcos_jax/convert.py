@@ -39,12 +39,18 @@ class ConversionError(ValueError):
     """A state_dict that does not fit the model; the message lists the offending keys."""
 
     def __init__(self, model_name: str, missing, unexpected, misshaped):
-        self.missing, self.unexpected, self.misshaped = list(missing), list(unexpected), list(misshaped)
+        self.missing, self.unexpected, self.misshaped = (
+            list(missing),
+            list(unexpected),
+            list(misshaped),
+        )
         lines = [f"state_dict does not match model {model_name!r}:"]
         if self.missing:
             lines.append(f"  missing ({len(self.missing)}): " + ", ".join(self.missing[:20]))
         if self.unexpected:
-            lines.append(f"  unexpected ({len(self.unexpected)}): " + ", ".join(self.unexpected[:20]))
+            lines.append(
+                f"  unexpected ({len(self.unexpected)}): " + ", ".join(self.unexpected[:20])
+            )
         if self.misshaped:
             lines.append(
                 f"  mis-shaped ({len(self.misshaped)}): "
@@ -59,7 +65,11 @@ def to_numpy_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     out = {}
     for k, v in state_dict.items():
         if hasattr(v, "detach"):  # torch tensor, without importing torch
-            v = v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+            v = (
+                v.detach().cpu().float().numpy()
+                if v.is_floating_point()
+                else v.detach().cpu().numpy()
+            )
         out[k] = np.asarray(v)
     return out
 
@@ -157,7 +167,9 @@ def _candidates(parts: List[str]) -> List[Tuple[str, Tuple[str, ...]]]:
     return out
 
 
-def _to_flax_array(arr: np.ndarray, path: Tuple[str, ...], shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+def _to_flax_array(
+    arr: np.ndarray, path: Tuple[str, ...], shape: Tuple[int, ...]
+) -> Optional[np.ndarray]:
     if path[-1] == "kernel":
         if arr.ndim == 4:
             arr = arr.transpose(2, 3, 1, 0)  # OIHW -> HWIO
@@ -166,7 +178,7 @@ def _to_flax_array(arr: np.ndarray, path: Tuple[str, ...], shape: Tuple[int, ...
     if arr.shape == tuple(shape):
         return arr
     if path[-1] != "kernel" and arr.size == int(np.prod(shape)):
-        squeezed = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
+        squeezed = lambda s: tuple(d for d in s if d != 1)
         if squeezed(arr.shape) == squeezed(shape):
             return arr.reshape(shape)
     return None
@@ -235,7 +247,7 @@ def from_torch_module(
 
 
 def from_torch(name: str, state_dict: Mapping[str, Any], **overrides: Any) -> Dict[str, Any]:
-    """Convert a reference state_dict for the zoo model ``name`` (``models.create(name, **overrides)``).
+    """Convert a reference state_dict for the zoo model ``models.create(name, **overrides)``.
 
     Example::
 

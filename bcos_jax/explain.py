@@ -131,13 +131,15 @@ def _check_input(x: Any) -> Array:
     x = jnp.asarray(x)
     if x.ndim != 4:
         hint = "; for a single image add the batch axis: x[None]" if x.ndim == 3 else ""
-        raise ValueError(f"explain expects x as an NHWC batch [N, H, W, C], got shape {x.shape}{hint}")
+        raise ValueError(
+            f"explain expects x as an NHWC batch [N, H, W, C], got shape {x.shape}{hint}"
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         hint = ""
         if jnp.issubdtype(x.dtype, jnp.integer):
             hint = (
-                "; scale integer (uint8) images to floats in [0, 1] first (x / 255), then encode them "
-                "as the model expects (bcos_jax.add_inverse for a B-cos model)"
+                "; scale integer (uint8) images to floats in [0, 1] first (x / 255), then encode "
+                "them as the model expects (bcos_jax.add_inverse for a B-cos model)"
             )
         raise ValueError(f"explain expects a floating-point x, got dtype {x.dtype}{hint}")
     if not isinstance(x, jax.core.Tracer) and x.is_fully_addressable:
@@ -145,7 +147,8 @@ def _check_input(x: Any) -> Array:
         if bad:
             raise ValueError(
                 f"explain got {bad} non-finite value(s) (NaN or inf) in x of shape {x.shape}; "
-                "the explanation and the logits would be NaN. Check how the images were loaded and encoded"
+                "the explanation and the logits would be NaN. Check how the images were loaded and "
+                "encoded"
             )
     return x
 

@@ -72,11 +72,16 @@ def add_inverse(x: Array, axis: int = -1) -> Array:
     if not isinstance(x, jax.core.Tracer) and x.is_fully_addressable and x.size:
         finite = jnp.isfinite(x)
         bad, lo, hi = jax.device_get(
-            (x.size - jnp.count_nonzero(finite), jnp.min(jnp.where(finite, x, 0)), jnp.max(jnp.where(finite, x, 0)))
+            (
+                x.size - jnp.count_nonzero(finite),
+                jnp.min(jnp.where(finite, x, 0)),
+                jnp.max(jnp.where(finite, x, 0)),
+            )
         )
         if bad:
             raise ValueError(
-                f"add_inverse got {int(bad)} non-finite value(s) (NaN or inf) in an image of shape {x.shape}; "
+                f"add_inverse got {int(bad)} non-finite value(s) (NaN or inf) in an image of shape "
+                f"{x.shape}; "
                 "B-cos inputs are images in [0, 1]"
             )
         tol = max(1e-6, 2 * float(jnp.finfo(x.dtype).eps))
@@ -253,7 +258,9 @@ def _normalised_kernel(module: nn.Module, shape: Tuple[int, ...]) -> Array:
     if module.has_variable(PRENORMALIZED, "kernel"):
         w = module.get_variable(PRENORMALIZED, "kernel")
         if w.shape != shape:
-            raise ValueError(f"{PRENORMALIZED} kernel of {module.path} has shape {w.shape}, expected {shape}")
+            raise ValueError(
+                f"{PRENORMALIZED} kernel of {module.path} has shape {w.shape}, expected {shape}"
+            )
         return w
     kernel = module.param("kernel", module.kernel_init, shape, module.param_dtype)
     if not module.normalize_weights:
@@ -385,9 +392,15 @@ def _conv_input_grad_s2d(g, w, x_shape, strides, padding):
     (kh, kw, _, o), (sh, sw) = w.shape, strides
     bh, bw = -(-kh // sh), -(-kw // sw)
     wp = jnp.pad(w, ((0, bh * sh - kh), (0, bw * sw - kw), (0, 0), (0, 0)))
-    wp = wp.reshape(bh, sh, bw, sw, c, o).transpose(0, 2, 5, 1, 3, 4).reshape(bh, bw, o, sh * sw * c)
+    wp = (
+        wp.reshape(bh, sh, bw, sw, c, o).transpose(0, 2, 5, 1, 3, 4).reshape(bh, bw, o, sh * sw * c)
+    )
     z = jax.lax.conv_general_dilated(
-        g, wp[::-1, ::-1], (1, 1), ((bh - 1, bh - 1), (bw - 1, bw - 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        g,
+        wp[::-1, ::-1],
+        (1, 1),
+        ((bh - 1, bh - 1), (bw - 1, bw - 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
     a, b = z.shape[1:3]
     dx = z.reshape(n, a, b, sh, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, a * sh, b * sw, c)
@@ -489,8 +502,8 @@ class BcosConv(nn.Module):
         dynamic scale. Lowers the peak memory of a training step where the compiler's
         scheduler keeps the live set small: ResNet-50, batch 32, XLA:CPU with
         ``xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`` 4.2 -> 3.1 GB; with
-        XLA:CPU's default scheduler no change (benchmarks/memory_compile.py). ``models.create(name, remat=True)`` sets it on every
-        B-cos layer of a zoo model.
+        XLA:CPU's default scheduler no change (benchmarks/memory_compile.py).
+        ``models.create(name, remat=True)`` sets it on every B-cos layer of a zoo model.
       normalize_weights: use ``ŵ = w / ‖w‖`` (True, every B-cos paper model) or the raw
         ``w`` (False: the B-cosified networks of Arya et al. 2024, whose layers keep the
         pretrained filters' norms; ``bcos_jax.bcosify``). With B = 2 the output then scales
@@ -551,7 +564,7 @@ class BcosConv(nn.Module):
 
 
 class BcosDense(nn.Module):
-    """B-cos linear layer: [..., Cin] -> [..., features]; ``kernel`` is ``[Cin, features * max_out]``.
+    """B-cos linear layer: [..., Cin] -> [..., features]; ``kernel`` [Cin, features * max_out].
 
     The input norm is ``‖x‖ + 1e-12`` (epsilon outside the sqrt, as the reference's BcosLinear).
     ``remat``, ``normalize_weights``: as ``BcosConv``'s.
@@ -574,7 +587,11 @@ class BcosDense(nn.Module):
         w = _normalised_kernel(self, (x.shape[-1], units))
         x, w = promote_dtype(x, w, dtype=self.dtype)
         transform = functools.partial(
-            _dense_transform, b=self.b, features=self.features, max_out=self.max_out, explain=explain
+            _dense_transform,
+            b=self.b,
+            features=self.features,
+            max_out=self.max_out,
+            explain=explain,
         )
         return _maybe_remat(transform, self.remat)(x, w)
 

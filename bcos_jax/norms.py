@@ -73,9 +73,13 @@ class _Affine(nn.Module):
 
     def _affine(self, y: Array, shape: Tuple[int, ...]) -> Array:
         if self.use_scale:
-            y = y * self.param("scale", nn.initializers.ones, shape, self.param_dtype).astype(y.dtype)
+            y = y * self.param("scale", nn.initializers.ones, shape, self.param_dtype).astype(
+                y.dtype
+            )
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, shape, self.param_dtype).astype(y.dtype)
+            y = y + self.param("bias", nn.initializers.zeros, shape, self.param_dtype).astype(
+                y.dtype
+            )
         return y
 
 
@@ -159,7 +163,7 @@ class _BatchStatsNorm(_Affine):
 
 
 class BatchNormUncentered(_BatchStatsNorm):
-    """Uncentred batch norm: ``scale · x / sqrt(var_batch + eps) (+ bias)``; running var is the biased one."""
+    """Uncentred batch norm: ``scale · x / sqrt(var_batch + eps) (+ bias)``; biased running var."""
 
 
 class AllNormUncentered(_BatchStatsNorm):
@@ -175,7 +179,7 @@ class BatchNorm(_BatchStatsNorm):
 
 
 class AllNorm(_BatchStatsNorm):
-    """Centred AllNorm (the reference's BatchNorm3d on [N, 1, C, H, W]); explainable only in eval."""
+    """Centred AllNorm (the reference's BatchNorm3d on [N, 1, C, H, W]); explainable in eval."""
 
     _reduce_all: ClassVar[bool] = True
     _centred: ClassVar[bool] = True

@@ -25,13 +25,18 @@ __all__ = [
 
 
 def _avg_pool_same(a: np.ndarray, k: int) -> np.ndarray:
-    """avg_pool2d(a, k, stride 1, padding (k-1)//2, count_include_pad=True) ("same" size for odd k)."""
+    """avg_pool2d(a, k, stride 1, padding (k-1)//2, count_include_pad=True): same size for odd k."""
     p = (k - 1) // 2
     padded = np.pad(a, ((p, p), (p, p)))
     c = np.cumsum(np.cumsum(padded, axis=0), axis=1)
     c = np.pad(c, ((1, 0), (1, 0)))
     h_out, w_out = padded.shape[0] - k + 1, padded.shape[1] - k + 1
-    s = c[k : k + h_out, k : k + w_out] - c[:h_out, k : k + w_out] - c[k : k + h_out, :w_out] + c[:h_out, :w_out]
+    s = (
+        c[k : k + h_out, k : k + w_out]
+        - c[:h_out, k : k + w_out]
+        - c[k : k + h_out, :w_out]
+        + c[:h_out, :w_out]
+    )
     return s / (k * k)
 
 
@@ -82,8 +87,12 @@ def gradient_to_image(
 def _bwr(t: np.ndarray) -> np.ndarray:
     # matplotlib's 'bwr': blue (0,0,1) -> white -> red (1,0,0), linear in both halves.
     t = np.clip(t, 0.0, 1.0)[..., None]
-    lo = np.array([0.0, 0.0, 1.0]) + (np.array([1.0, 1.0, 1.0]) - np.array([0.0, 0.0, 1.0])) * (t * 2)
-    hi = np.array([1.0, 1.0, 1.0]) + (np.array([1.0, 0.0, 0.0]) - np.array([1.0, 1.0, 1.0])) * (t * 2 - 1)
+    lo = np.array([0.0, 0.0, 1.0]) + (np.array([1.0, 1.0, 1.0]) - np.array([0.0, 0.0, 1.0])) * (
+        t * 2
+    )
+    hi = np.array([1.0, 1.0, 1.0]) + (np.array([1.0, 0.0, 0.0]) - np.array([1.0, 1.0, 1.0])) * (
+        t * 2 - 1
+    )
     return np.where(t < 0.5, lo, hi)
 
 

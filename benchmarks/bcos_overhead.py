@@ -20,16 +20,18 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch on a shared machine, see compare_torch.py
+os.environ.setdefault(
+    "OMP_WAIT_POLICY", "PASSIVE"
+)  # torch on a shared machine, see compare_torch.py
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import donated_runner, fmt, header, load, timeit_pair, train_step  # noqa: E402
-from bcos_jax import layers, models  # noqa: E402
+from bcos_jax import layers, models
+from benchmarks.common import donated_runner, fmt, header, load, timeit_pair, train_step
 
 
 def jax_fns(name, x, labels, num_classes, **overrides):
@@ -55,7 +57,10 @@ def torch_fns(x_nchw):
     import torchvision
 
     out = {}
-    for label, m in [("bcos", pretrained.resnet50(pretrained=False)), ("standard", torchvision.models.resnet50())]:
+    for label, m in [
+        ("bcos", pretrained.resnet50(pretrained=False)),
+        ("standard", torchvision.models.resnet50()),
+    ]:
         m.eval()
         xx = torch.from_numpy(x_nchw if label == "bcos" else np.ascontiguousarray(x_nchw[:, :3]))
 
@@ -68,12 +73,16 @@ def torch_fns(x_nchw):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--num-classes", type=int, default=1000)
-    ap.add_argument("--what", nargs="+", default=["forward", "train_step"], choices=["forward", "train_step"])
+    ap.add_argument(
+        "--what", nargs="+", default=["forward", "train_step"], choices=["forward", "train_step"]
+    )
     ap.add_argument("--torch", action="store_true")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -81,13 +90,20 @@ def main():
     x6 = jnp.asarray(np.concatenate([img, 1 - img], -1))
     labels = jnp.asarray(rng.integers(0, args.num_classes, args.batch))
     print(header())
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; batch {args.batch}, {args.size}², float32", flush=True)
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; batch {args.batch}, "
+        f"{args.size}², float32",
+        flush=True,
+    )
     bcos = jax_fns("resnet50", x6, labels, args.num_classes)
     std = jax_fns("standard_resnet50", jnp.asarray(img), labels, args.num_classes)
     for k in args.what:
         b, s = timeit_pair(bcos[k], std[k], args.repeats)
-        print(f"jax {k:<10} bcos {fmt(b)}  standard {fmt(s)}  ratio x{b['median'] / s['median']:.2f}  ({load()})",
-              flush=True)
+        print(
+            f"jax {k:<10} bcos {fmt(b)}  standard {fmt(s)}  ratio "
+            f"x{b['median'] / s['median']:.2f}  ({load()})",
+            flush=True,
+        )
         if k == "forward":
             b, s = timeit_pair(bcos["forward_prenormalized"], std[k], args.repeats)
             print(f"jax {k:<10} bcos, prenormalized {fmt(b)}  standard {fmt(s)}  "
@@ -95,7 +111,10 @@ def main():
     if args.torch:
         t = torch_fns(np.ascontiguousarray(np.asarray(x6).transpose(0, 3, 1, 2)))
         b, s = timeit_pair(t["bcos"], t["standard"], args.repeats)
-        print(f"torch forward    bcos {fmt(b)}  standard {fmt(s)}  ratio x{b['median'] / s['median']:.2f}  ({load()})")
+        print(
+            f"torch forward    bcos {fmt(b)}  standard {fmt(s)}  ratio "
+            f"x{b['median'] / s['median']:.2f}  ({load()})"
+        )
 
 
 if __name__ == "__main__":

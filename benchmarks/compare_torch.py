@@ -1,6 +1,7 @@
 """bcos_jax against the PyTorch reference (``bcos`` 0.1.3), same weights, same machine, one run.
 
-    .venv/bin/python benchmarks/compare_torch.py --models resnet50 densenet121 simple_vit_s_patch16_224
+    .venv/bin/python benchmarks/compare_torch.py \\
+        --models resnet50 densenet121 simple_vit_s_patch16_224
 
 For each model: eval forward, explanation (forward + one vjp of the predicted logits) and one
 training step (Adam, uniform-off-label BCE), batch 8 at 224² in float32 by default. Both
@@ -30,8 +31,8 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import donated_runner, header, load, ratio_line, timeit_pair, train_step  # noqa: E402
-from bcos_jax import convert, explain_fn, models  # noqa: E402
+from bcos_jax import convert, explain_fn, models
+from benchmarks.common import donated_runner, header, load, ratio_line, timeit_pair, train_step
 
 
 def torch_side(name, x_nchw, labels, num_classes):
@@ -97,8 +98,12 @@ def jax_side(name, state_dict, x_nhwc, labels, num_classes):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["resnet50", "densenet121", "simple_vit_s_patch16_224"])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--models", nargs="+", default=["resnet50", "densenet121", "simple_vit_s_patch16_224"]
+    )
     ap.add_argument("--what", nargs="+", default=["forward", "explain", "train_step"],
                     choices=["forward", "explain", "train_step"])
     ap.add_argument("--batch", type=int, default=8)
@@ -109,8 +114,12 @@ def main():
     import torch
 
     print(header())
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} "
-          f"threads {torch.get_num_threads()} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; batch {args.batch}, {args.size}², float32", flush=True)
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} "
+        f"threads {torch.get_num_threads()} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
+        f"batch {args.batch}, {args.size}², float32",
+        flush=True,
+    )
     rng = np.random.default_rng(0)
     img = rng.uniform(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
     x_nhwc = np.concatenate([img, 1 - img], -1)

@@ -29,9 +29,8 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import fmt, header, load, timeit_pair, train_step  # noqa: E402
-from bcos_jax import explain_fn, layers, models  # noqa: E402
-
+from bcos_jax import explain_fn, layers, models
+from benchmarks.common import fmt, header, load, timeit_pair, train_step
 
 VARIANTS = {  # name: (changes to bcos_jax.layers, XLA compiler options)
     "autodiff matmul": ({"_pointwise": layers._matmul}, None),
@@ -72,12 +71,16 @@ def compiled_fns(model, variables, x, y, options=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--what", nargs="+", default=["train_step", "explain"], choices=["train_step", "explain"])
+    ap.add_argument(
+        "--what", nargs="+", default=["train_step", "explain"], choices=["train_step", "explain"]
+    )
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
     print(header())
@@ -85,7 +88,9 @@ def main():
     spec = models.get_spec(args.model)
     model = models.create(args.model)
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.uniform(size=(args.batch, args.size, args.size, spec.in_channels)), jnp.float32)
+    x = jnp.asarray(
+        rng.uniform(size=(args.batch, args.size, args.size, spec.in_channels)), jnp.float32
+    )
     y = jax.nn.one_hot(jnp.arange(args.batch) % 1000, 1000)
     variables = jax.jit(lambda: model.init(jax.random.key(0), x[:1], train=False))()
     shipped = compiled_fns(model, variables, x, y)
@@ -95,8 +100,11 @@ def main():
             variant = compiled_fns(model, variables, x, y, options)
         for k in args.what:
             s, v = timeit_pair(shipped[k], variant[k], args.repeats)
-            print(f"{k:<10} shipped {fmt(s)}  {name:<18} {fmt(v)}  ratio x{v['median'] / s['median']:.2f}  ({load()})",
-                  flush=True)
+            print(
+                f"{k:<10} shipped {fmt(s)}  {name:<18} {fmt(v)}  ratio "
+                f"x{v['median'] / s['median']:.2f}  ({load()})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

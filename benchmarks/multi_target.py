@@ -17,12 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import fmt, header, load, timeit, timeit_pair  # noqa: E402
-from bcos_jax import explain_fn, models  # noqa: E402
+from bcos_jax import explain_fn, models
+from benchmarks.common import fmt, header, load, timeit, timeit_pair
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--size", type=int, default=224)
@@ -31,12 +33,17 @@ def main():
     print(header())
     model = models.create(args.model)
     spec = models.get_spec(args.model)
-    x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, args.size, args.size, spec.in_channels)), jnp.float32)
+    x = jnp.asarray(
+        np.random.default_rng(0).uniform(size=(1, args.size, args.size, spec.in_channels)),
+        jnp.float32,
+    )
     variables = jax.jit(lambda: model.init(jax.random.key(0), x, train=False))()
     fn = explain_fn(model)
     fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
     t_fwd = timeit(lambda: jax.block_until_ready(fwd(variables, x)), args.repeats)
-    t_one = timeit(lambda: jax.block_until_ready(fn(variables, x, jnp.zeros((1,), jnp.int32))), args.repeats)
+    t_one = timeit(
+        lambda: jax.block_until_ready(fn(variables, x, jnp.zeros((1,), jnp.int32))), args.repeats
+    )
     print(f"{args.model} {args.size}²: forward {fmt(t_fwd)}; explain 1 target {fmt(t_one)}")
     for k in args.k:
         tg = jnp.arange(k, dtype=jnp.int32)[None]
@@ -44,10 +51,15 @@ def main():
             for j in range(k):
                 jax.block_until_ready(fn(variables, x, tg[:, j]))
 
-        t_multi, t_sep = timeit_pair(lambda: jax.block_until_ready(fn(variables, x, tg)), separate, args.repeats)
+        t_multi, t_sep = timeit_pair(
+            lambda: jax.block_until_ready(fn(variables, x, tg)), separate, args.repeats
+        )
         bwd = (t_multi["median"] - t_fwd["median"]) / k
-        print(f"K={k:<3} one call {fmt(t_multi)}  K calls {fmt(t_sep)}  speed-up x{t_sep['median'] / t_multi['median']:.2f}"
-              f"  (≈ forward + K × {bwd:.3f}s)  ({load()})", flush=True)
+        print(
+            f"K={k:<3} one call {fmt(t_multi)}  K calls {fmt(t_sep)}  speed-up "
+            f"x{t_sep['median'] / t_multi['median']:.2f}  (≈ forward + K × {bwd:.3f}s)  ({load()})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import train_step  # noqa: E402
-from bcos_jax import explain_fn, models  # noqa: E402
+from bcos_jax import explain_fn, models
+from benchmarks.common import train_step
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)\s+([\w\-]+)\(")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
@@ -83,7 +83,9 @@ def categorise(name: str, instrs, comps, batch: int) -> str:
         return "dot fwd" if "transpose(" not in n else "dot bwd"
     if op == "reduce-window" or any(o == "reduce-window" for o, _, _ in inner):
         return "reduce-window"
-    if op in ("copy", "transpose") or (inner and all(o in ("copy", "transpose", "parameter", "bitcast") for o, _, _ in inner)):
+    if op in ("copy", "transpose") or (
+        inner and all(o in ("copy", "transpose", "parameter", "bitcast") for o, _, _ in inner)
+    ):
         return "copy/transpose"
     if op == "fusion" or "fusion" in op:
         if any(o == "reduce" for o, _, _ in inner):
@@ -98,7 +100,7 @@ def _leading_dim(shape: str) -> int:
 
 
 def profile(fn, args, runs: int = 3):
-    """Trace ``runs`` calls of the jitted ``fn(*args)``: {thunk name: total ns}, wall s, hlo text."""
+    """Trace ``runs`` calls of jitted ``fn(*args)``: {thunk name: total ns}, wall s, hlo text."""
     compiled = fn.lower(*args).compile()
     text = compiled.as_text()
     jax.block_until_ready(fn(*args))
@@ -131,15 +133,25 @@ def report(totals, wall, text, top: int, title: str, batch: int, only: str = "")
     for name, ns in totals.items():
         cats[categorise(name, instrs, comps, batch)] += ns
     busy = sum(totals.values())
-    print(f"== {title}: wall {wall * 1e3:.0f} ms/call, op time summed over threads {busy / 1e6:.0f} ms")
+    print(
+        f"== {title}: wall {wall * 1e3:.0f} ms/call, op time summed over threads {busy / 1e6:.0f} "
+        "ms"
+    )
     for c, ns in cats.most_common():
         print(f"  {c:<22} {ns / 1e6:8.1f} ms  {100 * ns / busy:5.1f}%")
     if top:
         print(f"  top {top} ops{' of ' + only if only else ''}:")
-        ranked = [(n, v) for n, v in totals.most_common() if not only or categorise(n, instrs, comps, batch) == only]
+        ranked = [
+            (n, v)
+            for n, v in totals.most_common()
+            if not only or categorise(n, instrs, comps, batch) == only
+        ]
         for name, ns in ranked[:top]:
             op, shape, opname, _ = instrs.get(name, ("?", "?", "", None))
-            print(f"    {ns / 1e6:7.1f} ms  {name:<28} {categorise(name, instrs, comps, batch):<18} {shape[:40]:<40} {opname[-70:]}")
+            print(
+                f"    {ns / 1e6:7.1f} ms  {name:<28} {categorise(name, instrs, comps, batch):<18} "
+                f"{shape[:40]:<40} {opname[-70:]}"
+            )
     return cats
 
 
@@ -161,19 +173,33 @@ def build(name: str, what: str, batch: int, size: int, remat: bool = False):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--what", choices=["forward", "explain", "train"], default="forward")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--top", type=int, default=20)
-    ap.add_argument("--only", default="", help="list the top ops of this category only (e.g. 'elementwise fusion')")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="list the top ops of this category only (e.g. 'elementwise fusion')",
+    )
     args = ap.parse_args()
     fn, fargs = build(args.model, args.what, args.batch, args.size)
     totals, wall, text = profile(fn, fargs, args.runs)
     print(f"load average {os.getloadavg()[0]:.2f}")
-    report(totals, wall, text, args.top, f"{args.model} {args.what} batch {args.batch} {args.size}²", args.batch, args.only)
+    report(
+        totals,
+        wall,
+        text,
+        args.top,
+        f"{args.model} {args.what} batch {args.batch} {args.size}²",
+        args.batch,
+        args.only,
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,12 @@ def get_config(arg: str = "resnet50"):
     if c.model_name not in MODELS:
         raise ValueError(f"bcos_final trains {MODELS}, not {c.model_name!r}")
     # imagenet2012 train / validation; RandomResizedCrop(224) + flip; eval resize 256, crop 224.
-    assert (c.data.image_size, c.data.eval_resize, c.data.eval_crop, c.data.augment) == (224, 256, 224, "v2")
+    assert (c.data.image_size, c.data.eval_resize, c.data.eval_crop, c.data.augment) == (
+        224,
+        256,
+        224,
+        "v2",
+    )
 
     c.batch_size = 256
     c.eval_batch_size = 1024

@@ -1,6 +1,7 @@
 """v2 ImageNet recipe "bcos_final_long" (600 epochs, torchvision's strong recipe).
 
-    python train.py --config configs/imagenet_bcos_final_long.py:resnet50_long --workdir runs/r50_long
+    python train.py --config configs/imagenet_bcos_final_long.py:resnet50_long \\
+        --workdir runs/r50_long
 
 Reference (docs/recipes.md §4, bcos/experiments/ImageNet/bcos_final_long): Adam lr 1e-3,
 global batch 1024 (128 × 8 GPUs; convnext_base* and resnet152 as 2 accumulated micro-batches
@@ -29,7 +30,12 @@ def get_config(arg: str = "resnet50_long"):
         raise ValueError(f"bcos_final_long trains {MODELS}, not {c.model_name!r}")
     # RRC(176) + flip + TrivialAugmentWide + RandomErasing(0.1), mixup 0.2 / cutmix 1.0,
     # repeated augmentation x4; eval resize 232, crop 224 (the data preset 'long').
-    assert (c.data.image_size, c.data.eval_resize, c.data.random_erasing, c.data.repeated_aug) == (176, 232, 0.1, 4)
+    assert (c.data.image_size, c.data.eval_resize, c.data.random_erasing, c.data.repeated_aug) == (
+        176,
+        232,
+        0.1,
+        4,
+    )
     if c.model_name.startswith("densenet"):
         c.data.repeated_aug = 1  # the reference's DenseNet runs without the RASampler
 

@@ -1,4 +1,5 @@
-"""Attribution methods: parity with PAIR saliency and the reference code, exact properties, errors."""
+"""Attribution methods: parity with PAIR saliency and the reference, exact properties, errors."""
+
 import functools
 import math
 
@@ -27,7 +28,9 @@ class ConvAct(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return self.act(nn.Conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv")(x))
+        return self.act(
+            nn.Conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv")(x)
+        )
 
 
 class TinyStd(nn.Module):
@@ -62,14 +65,20 @@ class TinyBcos(nn.Module):
         return layers.LogitLayer(bias=-math.log(NUM_CLASSES - 1))(jnp.mean(x, axis=(1, 2)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def std_setup(act=nn.relu):
     model = TinyStd(act=act)
     x = jax.random.normal(jax.random.key(5), (2, 8, 8, 3))
     v = model.init(jax.random.key(0), x)
     # non-zero biases: with zero biases and a zero baseline DeepLIFT would equal IxG
     v = jax.tree_util.tree_map_with_path(
-        lambda p, a: 0.3 * jax.random.normal(jax.random.key(len(str(p))), a.shape) if p[-1].key == "bias" else a, v)
+        lambda p, a: (
+            0.3 * jax.random.normal(jax.random.key(len(str(p))), a.shape)
+            if p[-1].key == "bias"
+            else a
+        ),
+        v,
+    )
     # The tests compare gradients through ReLU gates and argmax targets computed in several
     # ways (batched, vmapped, rewritten rules). They agree on any CPU only if no
     # pre-activation and no top-2 logit gap is within float32 rounding (~1e-6 of the
@@ -91,7 +100,7 @@ def _min_preactivation(model, v, x) -> float:
     return float(run_float64(run, v, x))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bcos_setup():
     model = TinyBcos()
     x = layers.add_inverse(jax.random.uniform(jax.random.key(2), (2, 8, 8, 3)))
@@ -156,7 +165,11 @@ def test_smoothgrad_matches_pair_saliency_with_the_same_noise(monkeypatch):
 
             monkeypatch.setattr(np.random, "normal", normal)
             ref = saliency.GradientSaliency().GetSmoothedMask(
-                np.asarray(x[i]), _pair_call(f, int(t[i])), stdev_spread=0.2, nsamples=6, magnitude=magnitude
+                np.asarray(x[i]),
+                _pair_call(f, int(t[i])),
+                stdev_spread=0.2,
+                nsamples=6,
+                magnitude=magnitude,
             )
             monkeypatch.undo()
             np.testing.assert_allclose(np.asarray(ours[i]), ref, rtol=1e-4, atol=1e-6)
@@ -176,7 +189,7 @@ def test_integration_points_are_quadratures():
 
 def test_integrated_gradients_completeness_and_chunking():
     model, v, x = std_setup(nn.gelu)
-    f = lambda z: model.apply(v, z)  # noqa: E731
+    f = lambda z: model.apply(v, z)
     t = jnp.array([0, 3])
     ig = A.integrated_gradients(f, x, t, n_steps=50, internal_batch_size=8)
     fx = jnp.take_along_axis(f(x), t[:, None], 1)[:, 0]
@@ -198,8 +211,12 @@ def test_bcos_method_equals_explain_contributions():
     np.testing.assert_allclose(attr, x * e.weights, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(attr.sum(-1), e.contributions, rtol=1e-5, atol=1e-7)
     # the contributions sum to the logit minus the logit bias (exact for B-cos)
-    np.testing.assert_allclose(attr.sum((1, 2, 3)) - math.log(NUM_CLASSES - 1),
-                               jnp.take_along_axis(e.logits, t[:, None], 1)[:, 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        attr.sum((1, 2, 3)) - math.log(NUM_CLASSES - 1),
+        jnp.take_along_axis(e.logits, t[:, None], 1)[:, 0],
+        rtol=1e-4,
+        atol=1e-5,
+    )
     # K targets per image: a leading K axis, each slice the single-target result
     tk = jnp.array([[2, 1], [0, 3]])
     multi = bcos_fn(x, tk)
@@ -211,7 +228,7 @@ def test_bcos_method_equals_explain_contributions():
 
 def test_gradient_methods_and_default_targets():
     model, v, x = std_setup()
-    f = lambda z: model.apply(v, z)  # noqa: E731
+    f = lambda z: model.apply(v, z)
     pred = jnp.argmax(f(x), -1)
     g = A.gradient(f, x)
     ref = jax.vmap(lambda xi, ti: jax.grad(lambda z: f(z[None])[0, ti])(xi))(x, pred)
@@ -222,7 +239,7 @@ def test_gradient_methods_and_default_targets():
 # --------------------------------------------------------------------------- ReLU rules
 def test_guided_backprop_rewrites_relus_like_an_injected_activation():
     model, v, x = std_setup()
-    f = lambda z: model.apply(v, z)  # noqa: E731
+    f = lambda z: model.apply(v, z)
     assert count_relus(f, x) == 2
     t = jnp.array([1, 2])
     ours = A.guided_backprop(f, x, t)
@@ -232,7 +249,7 @@ def test_guided_backprop_rewrites_relus_like_an_injected_activation():
     assert not np.allclose(ours, A.gradient(f, x, t), atol=1e-6)
     # no ReLU in a B-cos network: Guided Backprop is the plain gradient
     bm, bv, bx = bcos_setup()
-    bf = lambda z: bm.apply(bv, z)  # noqa: E731
+    bf = lambda z: bm.apply(bv, z)
     assert count_relus(bf, bx) == 0
     np.testing.assert_allclose(A.guided_backprop(bf, bx, t), A.gradient(bf, bx, t), rtol=1e-6)
 
@@ -256,7 +273,7 @@ def test_deeplift_rescale_rule_is_exact():
 
 def test_deeplift_sums_to_the_output_difference():
     model, v, x = std_setup()  # convs, ReLUs, mean pooling, dense: summation-to-delta holds
-    f = lambda z: model.apply(v, z)  # noqa: E731
+    f = lambda z: model.apply(v, z)
     t = jnp.array([3, 1])
     d = A.deeplift(f, x, t)
     diff = jnp.take_along_axis(f(x) - f(jnp.zeros_like(x)), t[:, None], 1)[:, 0]
@@ -268,7 +285,9 @@ def test_deeplift_sums_to_the_output_difference():
 def test_gradcam_standard_model_uses_the_last_feature_map():
     model, v, x = std_setup()
     fns = A.from_model(model, v, bcos=False)
-    site = A.model_fns.find_feature_site(lambda z: model.apply(v, z), jax.ShapeDtypeStruct(x.shape, x.dtype), "tiny")
+    site = A.model_fns.find_feature_site(
+        lambda z: model.apply(v, z), jax.ShapeDtypeStruct(x.shape, x.dtype), "tiny"
+    )
     assert site.path == ("layer2",) and site.where == "output"
     t = jnp.array([0, 1])
     cam = A.gradcam(fns, x, t)
@@ -284,7 +303,9 @@ def test_gradcam_standard_model_uses_the_last_feature_map():
 def test_gradcam_bcos_model_taps_the_classifier_input_and_layer_override():
     model, v, x = bcos_setup()
     fns = A.from_model(model, v, bcos=True)
-    site = A.model_fns.find_feature_site(lambda z: model.apply(v, z), jax.ShapeDtypeStruct(x.shape, x.dtype), "b")
+    site = A.model_fns.find_feature_site(
+        lambda z: model.apply(v, z), jax.ShapeDtypeStruct(x.shape, x.dtype), "b"
+    )
     assert site.path == ("classifier",) and site.where == "input"
     explicit = A.from_model(model, v, bcos=True, feature_layer="conv2")  # the same tensor, named
     t = jnp.array([[1, 3], [0, 2]])
@@ -296,7 +317,10 @@ def test_gradcam_bcos_model_taps_the_classifier_input_and_layer_override():
 def test_gradcam_site_of_zoo_models():
     from bcos_jax import models
 
-    for name, expected in (("standard_resnet18", (("layer1",), "output")), ("resnet18", (("fc",), "input"))):
+    for name, expected in (
+        ("standard_resnet18", (("layer1",), "output")),
+        ("resnet18", (("fc",), "input")),
+    ):
         m = models.create(name, layers=(1,), inplanes=4, num_classes=3)
         cin = models.get_spec(name).in_channels
         xs = jax.ShapeDtypeStruct((1, 16, 16, cin), jnp.float32)
@@ -309,8 +333,12 @@ def test_gradcam_site_of_zoo_models():
 def test_nearest_resize_matches_torch():
     torch = pytest.importorskip("torch")
     a = np.random.default_rng(0).normal(size=(2, 3, 5, 1)).astype(np.float32)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(a).permute(0, 3, 1, 2), size=(7, 11), mode="nearest")
-    np.testing.assert_array_equal(nearest_resize(jnp.asarray(a), (7, 11)), ref.permute(0, 2, 3, 1).numpy())
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(a).permute(0, 3, 1, 2), size=(7, 11), mode="nearest"
+    )
+    np.testing.assert_array_equal(
+        nearest_resize(jnp.asarray(a), (7, 11)), ref.permute(0, 2, 3, 1).numpy()
+    )
 
 
 # --------------------------------------------------------------------------- perturbation methods
@@ -334,15 +362,21 @@ def _region_mask():
 
 def test_occlusion_lights_up_the_region_and_matches_the_reference_windows():
     x = jax.random.uniform(jax.random.key(10), (2, 8, 8, 3), minval=0.5, maxval=1.0)
-    occ = A.occlusion(region_model, x, jnp.array([0, 0]), ks=2, stride=2, internal_batch_size=5)[..., 0]
+    occ = A.occlusion(region_model, x, jnp.array([0, 0]), ks=2, stride=2, internal_batch_size=5)[
+        ..., 0
+    ]
     m = _region_mask()
-    assert np.all(np.asarray(occ)[:, m] > 0.05) and np.allclose(np.asarray(occ)[:, ~m], 0, atol=1e-6)
+    assert np.all(np.asarray(occ)[:, m] > 0.05) and np.allclose(
+        np.asarray(occ)[:, ~m], 0, atol=1e-6
+    )
     # the windows are the reference's make_masks (odd ks: ks-1 wide, starting before the position)
     for ks, stride in ((2, 2), (4, 4), (5, 2), (3, 4)):
         rows = occlusion_windows.occlusion_windows(8, ks, stride)
         ref = _reference_occlusion_masks(8, ks, stride)
         ours = np.stack([1 - np.outer(r, c) for r in rows for c in rows])
-        np.testing.assert_array_equal(np.sort(ours.reshape(len(ours), -1), 0), np.sort(ref.reshape(len(ref), -1), 0))
+        np.testing.assert_array_equal(
+            np.sort(ours.reshape(len(ours), -1), 0), np.sort(ref.reshape(len(ref), -1), 0)
+        )
     with pytest.raises(ValueError, match="multiple of the stride"):
         A.occlusion(region_model, x, jnp.array([0, 0]), ks=3, stride=3)
 
@@ -365,14 +399,22 @@ def _reference_occlusion_masks(size, ks, stride):
 
 def test_rise_lights_up_the_region_and_uses_the_reference_masks():
     x = jax.random.uniform(jax.random.key(11), (2, 8, 8, 3), minval=0.5, maxval=1.0)
-    sal = np.asarray(A.rise(region_model, x, jnp.array([0, 0]), n_masks=200, s=4, internal_batch_size=64))[..., 0]
+    sal = np.asarray(
+        A.rise(region_model, x, jnp.array([0, 0]), n_masks=200, s=4, internal_batch_size=64)
+    )[..., 0]
     m = _region_mask()
     assert np.all(sal[:, m].mean(1) > sal[:, ~m].mean(1) + 0.05)
     # batch independence and determinism: image 1 alone gives the same map
-    alone = np.asarray(A.rise(region_model, x[1:], jnp.array([0]), n_masks=200, s=4, internal_batch_size=64))
+    alone = np.asarray(
+        A.rise(region_model, x[1:], jnp.array([0]), n_masks=200, s=4, internal_batch_size=64)
+    )
     np.testing.assert_allclose(alone[0, ..., 0], sal[1], rtol=1e-5, atol=1e-6)
     # masks = the reference's generate_masks (np.random.seed(42) + skimage resize)
-    np.testing.assert_allclose(rise_masks.rise_masks(20, 4, 0.3, (10, 10)), _reference_rise_masks(20, 4, 0.3, 10), atol=1e-6)
+    np.testing.assert_allclose(
+        rise_masks.rise_masks(20, 4, 0.3, (10, 10)),
+        _reference_rise_masks(20, 4, 0.3, 10),
+        atol=1e-6,
+    )
 
 
 def _reference_rise_masks(n, s, p1, size):
@@ -387,22 +429,34 @@ def _reference_rise_masks(n, s, p1, size):
     for i in range(n):
         x = np.random.randint(0, cell_size[0])
         y = np.random.randint(0, cell_size[1])
-        masks[i] = resize(grid[i], up_size, order=1, mode="reflect", anti_aliasing=False)[x: x + size, y: y + size]
+        masks[i] = resize(grid[i], up_size, order=1, mode="reflect", anti_aliasing=False)[
+            x : x + size, y : y + size
+        ]
     np.random.set_state(state)
     return masks
 
 
 def test_lime_selects_the_region_superpixel():
     x = jax.random.uniform(jax.random.key(12), (2, 8, 8, 3), minval=0.5, maxval=1.0)
-    seg = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 4, 0), 4, 1)  # quadrants; the region is #1
+    seg = np.repeat(
+        np.repeat(np.arange(4).reshape(2, 2), 4, 0), 4, 1
+    )  # quadrants; the region is #1
     seg = np.stack([seg, seg])
     # jittable once the superpixels are given
-    core = jax.jit(functools.partial(lime_image.lime_from_segments, region_model, num_samples=64, num_features=1),
-                   static_argnames="max_segments")
+    core = jax.jit(
+        functools.partial(
+            lime_image.lime_from_segments, region_model, num_samples=64, num_features=1
+        ),
+        static_argnames="max_segments",
+    )
     maps = core(x, jnp.array([0, 0]), seg, max_segments=64)[..., 0]
-    np.testing.assert_array_equal(np.asarray(maps), np.stack([_region_mask()] * 2).astype(np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(maps), np.stack([_region_mask()] * 2).astype(np.float32)
+    )
     # the same result for an image alone, and with the wrapper that pads the superpixel ids
-    np.testing.assert_array_equal(core(x[:1], jnp.array([0]), seg[:1], max_segments=64)[..., 0], maps[:1])
+    np.testing.assert_array_equal(
+        core(x[:1], jnp.array([0]), seg[:1], max_segments=64)[..., 0], maps[:1]
+    )
     with pytest.raises(ValueError, match="segments must be"):
         A.lime(region_model, x, jnp.array([0, 0]), segments=seg[:, :4])
 
@@ -412,7 +466,9 @@ def test_weighted_ridge_matches_the_normal_equations_of_sklearn_ridge():
     z = rng.integers(0, 2, (40, 6)).astype(np.float64)
     y = rng.normal(size=(40, 2))
     w = rng.uniform(0.1, 1.0, 40)
-    coef = np.asarray(lime_image._weighted_ridge(jnp.asarray(z), jnp.asarray(y), jnp.asarray(w), 1.0))
+    coef = np.asarray(
+        lime_image._weighted_ridge(jnp.asarray(z), jnp.asarray(y), jnp.asarray(w), 1.0)
+    )
     # sklearn Ridge(alpha=1, fit_intercept=True).fit(z, y, sample_weight=w): weighted centring, then
     # min Σ w (y − z β)² + |β|²
     zm, ym = np.average(z, 0, w), np.average(y, 0, w)
@@ -457,13 +513,16 @@ def test_make_attributor_is_jitted_and_matches_attribute():
     x = jax.random.uniform(jax.random.key(13), (2, 4, 4, 2))
     t = jnp.array([1, 0])
     run = A.make_attributor("smoothgrad", f, n_samples=4)
-    np.testing.assert_allclose(run(x, t), A.attribute("smoothgrad", f, x, t, n_samples=4), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        run(x, t), A.attribute("smoothgrad", f, x, t, n_samples=4), rtol=1e-5, atol=1e-7
+    )
     # one image alone gives the same SmoothGrad (noise is per sample, not per batch)
     np.testing.assert_allclose(run(x[1:], t[1:])[0], run(x, t)[1], rtol=1e-5, atol=1e-7)
 
 
 def test_methods_run_on_a_batch_sharded_over_devices():
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     n = len(jax.devices())
     mesh = jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
@@ -472,6 +531,9 @@ def test_methods_run_on_a_batch_sharded_over_devices():
     t = jnp.arange(n) % NUM_CLASSES
     xs = jax.device_put(x, NamedSharding(mesh, P("data")))
     ts = jax.device_put(t, NamedSharding(mesh, P("data")))
-    for name, kw in (("integrated_gradients", {"n_steps": 8}), ("occlusion", {"ks": 2, "stride": 2})):
+    for name, kw in (
+        ("integrated_gradients", {"n_steps": 8}),
+        ("occlusion", {"ks": 2, "stride": 2}),
+    ):
         run = A.make_attributor(name, f, **kw)
         np.testing.assert_allclose(run(xs, ts), run(x, t), rtol=1e-5, atol=1e-7)

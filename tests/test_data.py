@@ -108,8 +108,8 @@ def test_geometry_properties():
     out = A.resized_crop(img, box, 24)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(img.resize((24, 24), Image.BILINEAR)))
     for _ in range(200):  # boxes are always inside and within the scale/ratio bounds when drawn
-        t, l, h, w = A.rrc_params(rng, 45, 61)
-        assert 0 <= t and t + h <= 45 and 0 <= l and l + w <= 61 and h > 0 and w > 0
+        t, left, h, w = A.rrc_params(rng, 45, 61)
+        assert 0 <= t and t + h <= 45 and 0 <= left and left + w <= 61 and h > 0 and w > 0
     assert A.shorter_side_size(375, 500, 256) == (256, 341)
     assert A.shorter_side_size(500, 375, 256) == (341, 256)
 
@@ -144,7 +144,10 @@ def test_autoaugment_ops_match_torchvision(tv):
     img = Image.fromarray(_photo(45, 61))
     ta = autoaugment.TrivialAugmentWide()._augmentation_space(31)
     ra = autoaugment.RandAugment()._augmentation_space(31, (45, 61))
-    for ours, ref in ((A.trivial_augment_wide_space(31), ta), (A.rand_augment_space(31, 45, 61), ra)):
+    for ours, ref in (
+        (A.trivial_augment_wide_space(31), ta),
+        (A.rand_augment_space(31, 45, 61), ra),
+    ):
         assert list(ours) == list(ref)  # same ops in the same order (the draw indexes them)
         for name, (mags, signed) in ours.items():
             assert signed == ref[name][1]
@@ -157,7 +160,9 @@ def test_autoaugment_ops_match_torchvision(tv):
             if name == "Posterize":
                 m = abs(m)
             ours = A.apply_op(img, name, m)
-            ref = autoaugment._apply_op(img, name, m, interpolation=InterpolationMode.BILINEAR, fill=None)
+            ref = autoaugment._apply_op(
+                img, name, m, interpolation=InterpolationMode.BILINEAR, fill=None
+            )
             np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref), err_msg=f"{name} {m}")
 
 
@@ -169,7 +174,11 @@ def test_color_jitter_and_erasing_match_torchvision(tv):
     params = A.color_jitter_params(np.random.default_rng(1))
     assert sorted(n for n, _ in params) == ["Brightness", "Color", "Contrast"]
     ref = img
-    fns = {"Brightness": F.adjust_brightness, "Contrast": F.adjust_contrast, "Color": F.adjust_saturation}
+    fns = {
+        "Brightness": F.adjust_brightness,
+        "Contrast": F.adjust_contrast,
+        "Color": F.adjust_saturation,
+    }
     for name, f in params:
         assert 0.6 <= f <= 1.4
         ref = fns[name](ref, f)
@@ -177,15 +186,19 @@ def test_color_jitter_and_erasing_match_torchvision(tv):
 
     x = A.to_float(img)
     box = (5, 9, 12, 20)
-    ref = F.erase(torch.from_numpy(x).permute(2, 0, 1), *box, torch.tensor(0.0)).permute(1, 2, 0).numpy()
+    ref = (
+        F.erase(torch.from_numpy(x).permute(2, 0, 1), *box, torch.tensor(0.0))
+        .permute(1, 2, 0)
+        .numpy()
+    )
     np.testing.assert_array_equal(A.erase(x, box), ref)
     rng = np.random.default_rng(0)
     fractions = []
     for _ in range(100):
         b = A.random_erasing_params(rng, 45, 61, p=1.0)
         if b is not None:
-            t, l, h, w = b
-            assert t + h <= 45 and l + w <= 61
+            t, left, h, w = b
+            assert t + h <= 45 and left + w <= 61
             fractions.append(h * w / (45 * 61))
     assert len(fractions) > 90 and 0.015 < min(fractions) and max(fractions) < 0.36
     assert A.random_erasing_params(rng, 45, 61, p=0.0) is None
@@ -201,16 +214,22 @@ def test_v1_ops_and_lighting():
         assert out.size == img.size and out.mode == "RGB"
         if name == "Posterize":  # m=9 of [0, 4] -> 1 bit (the v1 quirk, kept)
             assert set(np.unique(np.asarray(out))) <= {0, 128}
-        if name == "CutoutAbs":  # a square of the v1 grey, 12 px (+1: PIL boxes are inclusive), clipped
+        if (
+            name == "CutoutAbs"
+        ):  # a square of the v1 grey, 12 px (+1: PIL boxes are inclusive), clipped
             assert 0 < (np.asarray(out) == (125, 123, 114)).all(-1).sum() <= 13 * 13
         if name in ("Rotate", "ShearX", "TranslateXabs"):
             assert abs(v) == {"Rotate": 9.0, "ShearX": 0.09, "TranslateXabs": 30.0}[name]
     x = A.to_float(img)
     y = A.lighting(x, np.random.default_rng(2), 0.1)
     shift = (y - x).reshape(-1, 3)
-    np.testing.assert_allclose(shift, shift[:1].repeat(len(shift), 0), atol=1e-6)  # one colour shift
+    np.testing.assert_allclose(
+        shift, shift[:1].repeat(len(shift), 0), atol=1e-6
+    )  # one colour shift
     alpha = np.random.default_rng(2).normal(0, 0.1, 3).astype(np.float32)
-    np.testing.assert_allclose(shift[0], A.IMAGENET_PCA_EIGVEC @ (alpha * A.IMAGENET_PCA_EIGVAL), atol=1e-6)
+    np.testing.assert_allclose(
+        shift[0], A.IMAGENET_PCA_EIGVEC @ (alpha * A.IMAGENET_PCA_EIGVAL), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("recipe", ["v2", "long", "v1", "cifar", "none"])
@@ -269,7 +288,9 @@ def test_mixup_is_a_convex_combination():
 
 def test_cutmix_weights_equal_the_pasted_area():
     for seed in range(20):
-        x = np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones((4, 12, 16, 3), np.float32)
+        x = np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones(
+            (4, 12, 16, 3), np.float32
+        )
         y = np.eye(4, dtype=np.float32)
         mask = np.zeros((4, 12, 16), bool)
         mask[0] = True
@@ -277,7 +298,9 @@ def test_cutmix_weights_equal_the_pasted_area():
         pasted = (xm[1, ..., 0] == 0).mean()  # image 1 received pixels of image 0
         np.testing.assert_allclose(ym[1], [pasted, 1 - pasted, 0, 0], atol=1e-6)
         np.testing.assert_allclose(lam, 1 - pasted, atol=1e-6)
-        np.testing.assert_array_equal(mm[1], xm[1, ..., 0] == 0)  # the mask is pasted with the pixels
+        np.testing.assert_array_equal(
+            mm[1], xm[1, ..., 0] == 0
+        )  # the mask is pasted with the pixels
 
 
 def test_mix_batch_picks_one_of_both():
@@ -314,8 +337,14 @@ def test_train_batches_shapes_and_ranges():
 
 
 def test_train_order_epochs_and_repeated_augmentation():
-    plan = pipeline._TrainPlan(num_examples=50, global_batch_size=16, process_index=0, process_count=1,
-                               repeated_aug=1, seed=0)
+    plan = pipeline._TrainPlan(
+        num_examples=50,
+        global_batch_size=16,
+        process_index=0,
+        process_count=1,
+        repeated_aug=1,
+        seed=0,
+    )
     assert plan.steps_per_epoch == 3  # the remainder of 2 is dropped
     epoch = lambda e: [plan[i][2] for i in range(48 * e, 48 * (e + 1))]
     e0, e1 = epoch(0), epoch(1)
@@ -349,7 +378,9 @@ def test_two_hosts_split_each_global_batch():
 @pytest.mark.parametrize("skip", [2, 7])  # mid-epoch, and into the next epoch (6 steps/epoch)
 def test_train_iterator_resumes_exactly(skip):
     cfg = _qs_config(augment="long", mixup_alpha=0.2, cutmix_alpha=1.0, random_erasing=0.5)
-    ds = data.make_dataset(cfg, "train", global_batch_size=16, seed=5, process_index=0, process_count=1)
+    ds = data.make_dataset(
+        cfg, "train", global_batch_size=16, seed=5, process_index=0, process_count=1
+    )
     it = iter(ds)
     for _ in range(skip):
         next(it)
@@ -406,9 +437,13 @@ def test_dataset_info_and_config_errors():
         with pytest.raises(ValueError, match=match):
             data.make_dataset(cfg, "train", process_index=0, process_count=1)
     with pytest.raises(ValueError, match="multiple of the process count"):
-        data.make_dataset(_qs_config(), "train", global_batch_size=15, process_index=0, process_count=2)
+        data.make_dataset(
+            _qs_config(), "train", global_batch_size=15, process_index=0, process_count=2
+        )
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        data.make_dataset(_qs_config(), "train", global_batch_size=128, process_index=0, process_count=1)
+        data.make_dataset(
+            _qs_config(), "train", global_batch_size=128, process_index=0, process_count=1
+        )
     with pytest.raises(ValueError, match="unknown data recipe"):
         data.default_config("v3")
     # a plain dict with only some fields works: the rest take the defaults
@@ -424,7 +459,11 @@ def test_worker_processes_give_the_same_batches():
     cfg = _qs_config(augment="v2")
     expected = _batches(cfg, 3)
     cfg.num_workers = 2
-    it = iter(data.make_dataset(cfg, "train", global_batch_size=16, seed=0, process_index=0, process_count=1))
+    it = iter(
+        data.make_dataset(
+            cfg, "train", global_batch_size=16, seed=0, process_index=0, process_count=1
+        )
+    )
     got = [next(it) for _ in range(3)]
     state = json.loads(json.dumps(it.get_state()))
     it.close()
@@ -449,11 +488,23 @@ def test_tfds_mock_batches(name, preset):
         cfg.image_size, cfg.eval_resize, cfg.eval_crop = 40, 46, 40
     with tfds.testing.mock_data(num_examples=12):
         info = data.dataset_info(cfg)
-        assert (info.num_classes, info.num_train, info.num_eval) == ({"cifar10": 10}.get(name, 1000), 12, 12)
+        assert (info.num_classes, info.num_train, info.num_eval) == (
+            {"cifar10": 10}.get(name, 1000),
+            12,
+            12,
+        )
         s = info.image_size
         train = _batches(cfg, 1, global_batch_size=8)[0]
-        ev = list(data.make_dataset(cfg, cfg.eval_split, train=False, global_batch_size=8, process_index=0,
-                                    process_count=1))
+        ev = list(
+            data.make_dataset(
+                cfg,
+                cfg.eval_split,
+                train=False,
+                global_batch_size=8,
+                process_index=0,
+                process_count=1,
+            )
+        )
     c = 3 if preset == "baseline" else 6
     assert train["image"].shape == (8, s, s, c) and train["image"].dtype == np.float32
     assert train["label"].dtype == np.int32 and (train["label"] < info.num_classes).all()
@@ -478,7 +529,9 @@ def test_unprepared_tfds_dataset_says_how_to_prepare_it(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     builder = tfds.builder("cifar10", data_dir=str(tmp_path / "tfrecord"))
     builder.data_path.mkdir(parents=True)
-    builder.info.write_to_directory(builder.data_path)  # metadata only, as a TFRecord build leaves it
+    builder.info.write_to_directory(
+        builder.data_path
+    )  # metadata only, as a TFRecord build leaves it
     cfg = data.default_config("cifar")
     cfg.data_dir = str(tmp_path / "tfrecord")
     with pytest.raises(data.DatasetNotPreparedError, match="tfds convert_format"):

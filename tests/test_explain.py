@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import bcos_jax
 from bcos_jax import convert, layers, norms
@@ -19,13 +20,15 @@ LOGIT_BIAS = -math.log(NUM_CLASSES - 1)
 
 
 class TinyNet(nn.Module):
-    """A small B-cos CNN exercising every kind of layer: BNU, grouped MaxOut, centred norm, dense."""
+    """A small B-cos CNN with every kind of layer: BNU, grouped MaxOut, centred norm, dense."""
 
     @nn.compact
     def __call__(self, x, train=False, explain=False):
         x = layers.BcosConv(8, 3, padding=1, name="conv1")(x, explain)
         x = norms.BatchNormUncentered(use_bias=False, name="bn1")(x, train=train, explain=explain)
-        x = layers.BcosConv(8, 3, strides=2, padding=1, feature_group_count=2, max_out=2, name="conv2")(x, explain)
+        x = layers.BcosConv(
+            8, 3, strides=2, padding=1, feature_group_count=2, max_out=2, name="conv2"
+        )(x, explain)
         x = norms.PositionNorm(use_bias=False, name="pn")(x, train=train, explain=explain)
         x = layers.BcosConv(NUM_CLASSES, 1, name="fc")(x, explain)
         return layers.LogitLayer(bias=LOGIT_BIAS)(jnp.mean(x, axis=(1, 2)))
@@ -47,7 +50,7 @@ class TorchTinyNet(bcos.common.BcosUtilMixin, torch.nn.Module):
         return self.logit(self.fc(x).mean((2, 3)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup():
     torch.manual_seed(0)
     ref = TorchTinyNet()
@@ -80,7 +83,13 @@ def test_matches_reference_explanation_and_completeness():
     assert rel_err(e64.weights, ref_w) <= 1e-10
     # float32: the logits are continuous in those choices.
     assert rel_err(e.logits, ref_logits) <= 1e-5
-    chex_shapes = (e.logits.shape, e.targets.shape, e.weights.shape, e.contributions.shape, e.bias.shape)
+    chex_shapes = (
+        e.logits.shape,
+        e.targets.shape,
+        e.weights.shape,
+        e.contributions.shape,
+        e.bias.shape,
+    )
     assert chex_shapes == ((4, NUM_CLASSES), (4,), (4, 12, 12, 6), (4, 12, 12), (4,))
     selected = np.take_along_axis(np.asarray(e.logits), np.asarray(e.targets)[:, None], 1)[:, 0]
     assert rel_err(e.contributions.sum((1, 2)) + e.bias, selected) <= 1e-4
@@ -93,7 +102,9 @@ def test_explanation_gradient_is_not_the_plain_gradient():
     # (Euler, 1-homogeneity), so the sum alone proves nothing: the gradients must differ.
     _, model, variables, x = _setup()
     e = bcos_jax.explain(model, variables, x)
-    plain = jax.grad(lambda v: jnp.sum(model.apply(variables, v)[jnp.arange(4), e.targets]))(jnp.asarray(x))
+    plain = jax.grad(lambda v: jnp.sum(model.apply(variables, v)[jnp.arange(4), e.targets]))(
+        jnp.asarray(x)
+    )
     assert rel_err(plain, e.weights) > 0.1
 
 
@@ -146,19 +157,27 @@ def test_hidden_unit_explanation():
     np.testing.assert_allclose(pooled.logits, act.mean((1, 2)), rtol=1e-5)
     units = np.asarray(act.mean((1, 2)))[np.arange(4), [0, 1, 2, 3]]
     np.testing.assert_allclose(pooled.contributions.sum((1, 2)) + pooled.bias, units, rtol=1e-4)
-    np.testing.assert_allclose(pooled.bias, 0.0, atol=1e-4 * np.abs(units).max())  # no constant before conv2
-    at = bcos_jax.explain(model, variables, x, np.array([5, 5, 5, 5]), layer="conv2", position=(2, 3))
+    np.testing.assert_allclose(
+        pooled.bias, 0.0, atol=1e-4 * np.abs(units).max()
+    )  # no constant before conv2
+    at = bcos_jax.explain(
+        model, variables, x, np.array([5, 5, 5, 5]), layer="conv2", position=(2, 3)
+    )
     np.testing.assert_allclose(at.logits, act[:, 2, 3], rtol=1e-5)
     # A unit at one position only sees its receptive field: 2 convs of 3x3, stride 2 -> rows 1..9.
     outside = np.abs(np.asarray(at.weights)).sum(-1)
-    assert outside[:, :1].max() == 0 and outside[:, 10:].max() == 0 and outside[:, 3:8, 3:8].max() > 0
+    assert (
+        outside[:, :1].max() == 0 and outside[:, 10:].max() == 0 and outside[:, 3:8, 3:8].max() > 0
+    )
     with pytest.raises(ValueError, match="not called"):
         bcos_jax.explain(model, variables, x, layer="nope")
 
 
 def test_sharded_batch():
     _, model, variables, x = _setup()
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4])
+    mesh = jax.make_mesh(
+        (4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4]
+    )
     xs = jax.device_put(jnp.asarray(x), NamedSharding(mesh, P("data")))
     e = bcos_jax.explain_fn(model)(variables, xs)
     ref = bcos_jax.explain(model, variables, x)
@@ -202,7 +221,9 @@ def test_out_of_range_targets_and_positions_are_errors():
         bcos_jax.explain(model, variables, x, np.array([0, 1, 2, 8]), layer="conv2")
     for pos in ((6, 0), (0, -1)):
         with pytest.raises(ValueError, match="outside layer 'conv2'"):
-            bcos_jax.explain(model, variables, x, np.zeros(4, np.int32), layer="conv2", position=pos)
+            bcos_jax.explain(
+                model, variables, x, np.zeros(4, np.int32), layer="conv2", position=pos
+            )
     # Traced targets cannot be checked: an out-of-range one gives NaN, not a plausible zero map.
     e = bcos_jax.explain_fn(model)(variables, x, jnp.array([0, NUM_CLASSES, -1, 2]))
     w = np.asarray(e.weights)

@@ -39,8 +39,14 @@ def test_deletion_and_insertion_curves_of_a_linear_model():
     auc = F.area_under_curve(curves["deletion_mif"])
     np.testing.assert_allclose(auc, [np.trapezoid(expected_del_mif, dx=0.25)], rtol=1e-6)
     # the faithful order deletes evidence fastest: its deletion area is the smallest possible
-    assert F.area_under_curve(curves["deletion_mif"])[0] < F.area_under_curve(curves["deletion_lif"])[0]
-    assert F.area_under_curve(curves["insertion_mif"])[0] > F.area_under_curve(curves["insertion_lif"])[0]
+    assert (
+        F.area_under_curve(curves["deletion_mif"])[0]
+        < F.area_under_curve(curves["deletion_lif"])[0]
+    )
+    assert (
+        F.area_under_curve(curves["insertion_mif"])[0]
+        > F.area_under_curve(curves["insertion_lif"])[0]
+    )
 
 
 def test_curves_do_not_depend_on_the_chunking_and_probabilities_are_used():
@@ -74,7 +80,9 @@ def test_baselines():
     with pytest.raises(ValueError, match="unknown baseline"):
         F.baseline_image(x, "noise")
     with pytest.raises(ValueError, match="one target per image"):
-        F.faithfulness_curves(LINEAR, x[..., :1][:, :4, :4], jnp.array([[0]]), jnp.ones((1, 4, 4, 1)))
+        F.faithfulness_curves(
+            LINEAR, x[..., :1][:, :4, :4], jnp.array([[0]]), jnp.ones((1, 4, 4, 1))
+        )
 
 
 # --------------------------------------------------------------------------- evaluate() end to end
@@ -120,23 +128,32 @@ COLOUR = A.from_model(ColourDetector(), {}, bcos=True, probabilities=jax.nn.sigm
 
 
 def _small_config(**kw):
-    base = dict(methods=("bcos", "gradient", "occlusion", "rise"), grid_sizes=(2,), sample_size=3,
-                method_settings={"occlusion": {"ks": 4, "stride": 4}, "RISE": {"n_masks": 20, "s": 2}},
-                num_images=5, faithfulness_steps=4, gallery_images=2)
+    base = dict(
+        methods=("bcos", "gradient", "occlusion", "rise"),
+        grid_sizes=(2,),
+        sample_size=3,
+        method_settings={"occlusion": {"ks": 4, "stride": 4}, "RISE": {"n_masks": 20, "s": 2}},
+        num_images=5,
+        faithfulness_steps=4,
+        gallery_images=2,
+    )
     base.update(kw)
     return EvalConfig(**base)
 
 
 def test_evaluate_writes_the_summary_and_pictures_and_ignores_batch_sizes(tmp_path):
     data = colour_data()
-    with pytest.warns(UserWarning, match="3x3 pointing game: 0 of 3 grids"):  # 5 classes: no 3x3 grid
+    with pytest.warns(
+        UserWarning, match="3x3 pointing game: 0 of 3 grids"
+    ):  # 5 classes: no 3x3 grid
         s1 = evaluate(COLOUR, data, str(tmp_path / "a"),
                       _small_config(batch_size=2, grids_per_batch=1, grid_sizes=(2, 3)),
                       progress=False, model_name="colours")
     s2 = evaluate(COLOUR, data, str(tmp_path / "b"), _small_config(batch_size=3, grids_per_batch=2),
                   progress=False, model_name="colours")
-    assert json.loads((tmp_path / "a" / "summary.json").read_text())["methods"]["bcos"]["localisation"]["3x3"] == {
-        "mean": None, "median": None, "n": 0, "grids": 0}
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["methods"]["bcos"][
+        "localisation"
+    ]["3x3"] == {"mean": None, "median": None, "n": 0, "grids": 0}
     assert s1["accuracy"] == 1.0
     assert s1["methods"]["bcos"]["localisation"]["3x3"]["grids"] == 0
     on_disk = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -147,10 +164,16 @@ def test_evaluate_writes_the_summary_and_pictures_and_ignores_batch_sizes(tmp_pa
     for m, e in s1["methods"].items():
         e2 = s2["methods"][m]
         assert e["localisation"]["2x2"]["grids"] == e2["localisation"]["2x2"]["grids"] >= 2
-        np.testing.assert_allclose(e["localisation"]["2x2"]["mean"], e2["localisation"]["2x2"]["mean"], rtol=1e-5)
+        np.testing.assert_allclose(
+            e["localisation"]["2x2"]["mean"], e2["localisation"]["2x2"]["mean"], rtol=1e-5
+        )
         for k in F.CURVES:
-            np.testing.assert_allclose(e["faithfulness"][k]["mean"], e2["faithfulness"][k]["mean"], rtol=1e-5)
-        np.testing.assert_allclose(e["mask_localisation"]["mean"], e2["mask_localisation"]["mean"], rtol=1e-5)
+            np.testing.assert_allclose(
+                e["faithfulness"][k]["mean"], e2["faithfulness"][k]["mean"], rtol=1e-5
+            )
+        np.testing.assert_allclose(
+            e["mask_localisation"]["mean"], e2["mask_localisation"]["mean"], rtol=1e-5
+        )
         assert e["mask_localisation"]["uniform_baseline"] == pytest.approx(0.25)
     # a colour detector's input×gradient ('bcos' here) is positive exactly on the pixels of its
     # colour: in the grid, on the target's own image (so targets and placement agree), and in
@@ -164,9 +187,13 @@ def test_evaluate_writes_the_summary_and_pictures_and_ignores_batch_sizes(tmp_pa
 def test_evaluate_rejects_bad_configurations(tmp_path):
     data = colour_data(8)
     with pytest.raises(ValueError, match="needs a B-cos model"):
-        evaluate(A.ModelFns(logits=colour_logits), data, str(tmp_path), _small_config(), progress=False)
+        evaluate(
+            A.ModelFns(logits=colour_logits), data, str(tmp_path), _small_config(), progress=False
+        )
     with pytest.raises(ValueError, match="not evaluated"):
-        evaluate(COLOUR, data, str(tmp_path), _small_config(method_settings={"lime": {}}), progress=False)
+        evaluate(
+            COLOUR, data, str(tmp_path), _small_config(method_settings={"lime": {}}), progress=False
+        )
     with pytest.raises(ValueError, match="unknown attribution method"):
         evaluate(COLOUR, data, str(tmp_path), _small_config(methods=("gradcm",)), progress=False)
 
@@ -190,7 +217,9 @@ def test_cli_evaluates_a_saved_checkpoint(tmp_path, capsys):
         "--faithfulness-steps", "2", "--gallery", "2", "--batch-size", "4", "--no-progress",
         "--out", str(tmp_path / "out"),
     ])
-    with pytest.warns(UserWarning, match="pointing game"):  # an untrained model: too few confident classes
+    with pytest.warns(
+        UserWarning, match="pointing game"
+    ):  # an untrained model: too few confident classes
         assert args.fn(args) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["model"] == "bcos_small_cnn" and summary["num_images"] == 12
@@ -198,6 +227,9 @@ def test_cli_evaluates_a_saved_checkpoint(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     with pytest.raises(ValueError, match="METHOD.KEY=VALUE"):
         cli.parse_settings(["rise"])
-    assert cli.parse_settings(["rise.n_masks=10", "lime.seed=3"]) == {"rise": {"n_masks": 10}, "lime": {"seed": 3}}
+    assert cli.parse_settings(["rise.n_masks=10", "lime.seed=3"]) == {
+        "rise": {"n_masks": 10},
+        "lime": {"seed": 3},
+    }
     with pytest.raises(ValueError, match="unknown --dataset"):
         cli.parse_dataset("imagenet", None, 3)

@@ -53,7 +53,7 @@ def test_wrong_channels_at_init_name_the_fix(name):
         assert "mean/std" in str(err.value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _small():
     model = models.create("bcos_small_cnn", num_classes=4, widths=(8,))
     variables = jax.jit(model.init)(KEY, jnp.zeros((1, 16, 16, 6)))
@@ -70,7 +70,9 @@ def test_rgb_to_a_trained_bcos_model_says_add_inverse():
         "explain_fn": lambda x: bcos_jax.explain_fn(model)(variables, x),
     }
     for what, call in calls.items():
-        with pytest.raises(ValueError, match=r"SmallBcosCNN expects 6 input channels, got 3.*add_inverse"):
+        with pytest.raises(
+            ValueError, match=r"SmallBcosCNN expects 6 input channels, got 3.*add_inverse"
+        ):
             call(rgb)
         assert jax.eval_shape(call, layers.add_inverse(rgb)) is not None, what
 
@@ -85,7 +87,9 @@ def test_wrong_rank_and_integer_images():
             call(np.zeros((2, 16, 16, 6), np.uint8))
     with pytest.raises(ValueError, match=r"explain expects x as an NHWC batch.*x\[None\]"):
         bcos_jax.explain(model, variables, x[0])
-    with pytest.raises(ValueError, match=r"floating-point x, got dtype uint8.*x / 255.*add_inverse"):
+    with pytest.raises(
+        ValueError, match=r"floating-point x, got dtype uint8.*x / 255.*add_inverse"
+    ):
         bcos_jax.explain(model, variables, np.zeros((2, 16, 16, 6), np.uint8))
 
 
@@ -97,7 +101,9 @@ def test_in_channels_override_and_opt_out():
     with pytest.raises(ValueError, match=r"models.create\(\.\.\., in_channels=4\)"):
         jax.eval_shape(lambda: models.create("bcos_small_cnn").init(KEY, jnp.zeros((1, 16, 16, 4))))
     unchecked = models.create("bcos_small_cnn", in_channels=None)
-    jax.eval_shape(lambda: unchecked.init(KEY, jnp.zeros((1, 16, 16, 4))))  # no check: any channel count
+    jax.eval_shape(
+        lambda: unchecked.init(KEY, jnp.zeros((1, 16, 16, 4)))
+    )  # no check: any channel count
 
 
 # --------------------------------------------------------------------------------------
@@ -114,7 +120,11 @@ def test_explain_refuses_non_finite_concrete_input():
     e = bcos_jax.explain_fn(model)(variables, x)
     assert np.isnan(np.asarray(e.weights[0])).any()
     # Baselines the attribution code passes stay legal: zeros, constants, noise.
-    for ok in (np.zeros_like(x), np.full_like(x, 0.5), np.random.default_rng(1).normal(size=x.shape)):
+    for ok in (
+        np.zeros_like(x),
+        np.full_like(x, 0.5),
+        np.random.default_rng(1).normal(size=x.shape),
+    ):
         bcos_jax.explain(model, variables, ok.astype(np.float32))
 
 
@@ -123,8 +133,14 @@ def test_explain_refuses_non_finite_concrete_input():
 # --------------------------------------------------------------------------------------
 def test_add_inverse_refuses_normalised_and_unscaled_images():
     rgb = np.random.default_rng(2).uniform(size=(2, 8, 8, 3)).astype(np.float32)
-    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
-    with pytest.raises(ValueError, match=r"expects an image in \[0, 1\], got values in \[-.*not mean/std normalised"):
+    mean, std = (
+        np.array([0.485, 0.456, 0.406], np.float32),
+        np.array([0.229, 0.224, 0.225], np.float32),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"expects an image in \[0, 1\], got values in \[-.*not mean/std normalised",
+    ):
         layers.add_inverse((rgb - mean) / std)
     with pytest.raises(ValueError, match=r"got values in \[.*, 25\d\.?\d*\].*not 0\.\.255"):
         layers.add_inverse(rgb * 255)
@@ -150,7 +166,9 @@ def checkpoint(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ckpt") / "small")
     overrides = {"num_classes": 5, "widths": (8, 16)}
     model = models.create("bcos_small_cnn", **overrides)
-    bcos_jax.save_model(out, "bcos_small_cnn", overrides, jax.jit(model.init)(KEY, jnp.zeros((1, 32, 32, 6))))
+    bcos_jax.save_model(
+        out, "bcos_small_cnn", overrides, jax.jit(model.init)(KEY, jnp.zeros((1, 32, 32, 6)))
+    )
     return out
 
 
@@ -158,7 +176,9 @@ def _encoded(fmt: str, seed: int) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buf, format=fmt)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+        buf, format=fmt
+    )
     return buf.getvalue()
 
 
@@ -193,7 +213,9 @@ def test_cli_explain_skips_truncated_and_huge_images(tmp_path, checkpoint, capsy
 
     # A decompression bomb (PIL refuses images over 2 * MAX_IMAGE_PIXELS) is skipped too.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    rc = commands.main(["explain", str(good), "--checkpoint", checkpoint, "--out", str(tmp_path / "bomb")])
+    rc = commands.main(
+        ["explain", str(good), "--checkpoint", checkpoint, "--out", str(tmp_path / "bomb")]
+    )
     assert rc == 1 and "not a readable image" in capsys.readouterr().err
 
 
@@ -211,8 +233,18 @@ def test_cli_evaluate_refuses_a_corrupt_npz(tmp_path, checkpoint, capsys):
     }
     for fname, message in cases.items():
         out = tmp_path / f"eval_{fname}"
-        rc = commands.main(["evaluate", "--checkpoint", checkpoint, "--dataset", f"npz:{tmp_path / fname}",
-                       "--out", str(out), "--no-progress"])
+        rc = commands.main(
+            [
+                "evaluate",
+                "--checkpoint",
+                checkpoint,
+                "--dataset",
+                f"npz:{tmp_path / fname}",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
         err = capsys.readouterr().err
         assert rc == 2 and message in err and fname in err, (fname, err)
         assert not out.exists()  # refused before anything was written

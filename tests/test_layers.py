@@ -1,4 +1,5 @@
-"""B-cos layers against the PyTorch reference (``bcos`` 0.1.3): forward and explanation gradients."""
+"""B-cos layers against the PyTorch reference (``bcos`` 0.1.3): forward, explanation gradients."""
+
 import math
 
 import jax
@@ -13,10 +14,25 @@ from tests.torch_ref import bcos, float64_model, nchw, nhwc, rel_err, torch
 TOL = 1e-5
 
 
-def _conv_case(k, stride, padding, dilation, groups, max_out, b, cin=8, cout=8, size=11, scale_fact=None, seed=0):
+def _conv_case(
+    k,
+    stride,
+    padding,
+    dilation,
+    groups,
+    max_out,
+    b,
+    cin=8,
+    cout=8,
+    size=11,
+    scale_fact=None,
+    seed=0,
+):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(2, size, size, cin)).astype(np.float32)
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, b=b, max_out=max_out)
+    kw = dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups, b=b, max_out=max_out
+    )
     if scale_fact is None:
         ref = bcos.modules.BcosConv2d(cin, cout, k, **kw)
     else:
@@ -24,10 +40,19 @@ def _conv_case(k, stride, padding, dilation, groups, max_out, b, cin=8, cout=8, 
     with torch.no_grad():
         ref.linear.weight.copy_(torch.from_numpy(rng.normal(size=ref.linear.weight.shape).astype(np.float32)))
     mod = layers.BcosConv(
-        cout, k, strides=stride, padding=padding, kernel_dilation=dilation, feature_group_count=groups,
-        b=b, max_out=max_out, scale_fact=scale_fact,
+        cout,
+        k,
+        strides=stride,
+        padding=padding,
+        kernel_dilation=dilation,
+        feature_group_count=groups,
+        b=b,
+        max_out=max_out,
+        scale_fact=scale_fact,
     )
-    params = {"params": {"kernel": jnp.asarray(ref.linear.weight.detach().numpy().transpose(2, 3, 1, 0))}}
+    params = {
+        "params": {"kernel": jnp.asarray(ref.linear.weight.detach().numpy().transpose(2, 3, 1, 0))}
+    }
     return x, ref, mod, params
 
 
@@ -95,10 +120,16 @@ def test_bcos_conv_matches_reference(case):
     assert rel_err(g, ref_g) <= tol
 
 
-@pytest.mark.parametrize("b,max_out,sf", [(2.0, 2, 100.0), (1.0, 2, 100.0), (1.5, 2, 1000.0), (2.5, 1, 200.0)])
+@pytest.mark.parametrize(
+    "b,max_out,sf", [(2.0, 2, 100.0), (1.0, 2, 100.0), (1.5, 2, 1000.0), (2.5, 1, 200.0)]
+)
 def test_v1_scaled_conv_matches_reference(b, max_out, sf):
     x, ref, mod, params = _conv_case(3, 1, 1, 1, 1, max_out, b, cin=6, cout=8, scale_fact=sf)
-    cot = np.random.default_rng(2).normal(size=mod.apply(params, jnp.asarray(x)).shape).astype(np.float32)
+    cot = (
+        np.random.default_rng(2)
+        .normal(size=mod.apply(params, jnp.asarray(x)).shape)
+        .astype(np.float32)
+    )
     float64, tol = _tol(max_out)
     ref_out, ref_g = _torch_fwd_and_expl_grad(ref, x, cot, float64)
     out, g = _jax_fwd_and_expl_grad(mod, params, x, cot, float64)
@@ -146,11 +177,20 @@ def test_explanation_gradient_differs_from_plain_gradient():
 def test_patch_norm_equals_ones_kernel_conv():
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(2, 13, 12, 8)).astype(np.float32))
-    for ks, st, pad, dil, g in [((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1), ((3, 5), (1, 2), ((2, 2), (0, 1)), (2, 1), 4)]:
+    for ks, st, pad, dil, g in [
+        ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+        ((3, 5), (1, 2), ((2, 2), (0, 1)), (2, 1), 4),
+    ]:
         fast = layers.patch_norm(x, ks, st, pad, dil, g)
         ones = jnp.ones((*ks, 8 // g, g), jnp.float32)
         slow = jax.lax.conv_general_dilated(
-            x**2, ones, st, pad, rhs_dilation=dil, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g
+            x**2,
+            ones,
+            st,
+            pad,
+            rhs_dilation=dil,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=g,
         )
         np.testing.assert_allclose(fast, jnp.sqrt(slow + 1e-6), rtol=1e-5)
 

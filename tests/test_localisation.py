@@ -13,7 +13,8 @@ import torch.nn.functional as F  # noqa: E402
 from bcos_jax.evaluation import localisation as L  # noqa: E402
 
 
-# --------------------------------------------------------------------------- reference transcriptions
+# --------------------------------------------------------------------------- reference
+# transcriptions
 def _ref_compute_sorted_confs(outputs, labels, num_classes):
     confidences = {i: [] for i in range(num_classes)}
     img_idx = -1
@@ -34,7 +35,10 @@ def _ref_get_sorted_indices(sorted_confs, n_imgs, conf_thresh):
     class_indexer = {k: 0 for k in classes}
 
     def get_conf_mask_v(_c_idx):
-        return torch.tensor(sorted_confs[_c_idx][class_indexer[_c_idx]][1]).sigmoid().item() > conf_thresh
+        return (
+            torch.tensor(sorted_confs[_c_idx][class_indexer[_c_idx]][1]).sigmoid().item()
+            > conf_thresh
+        )
 
     mask = np.array([False if len(sorted_confs[k]) == 0 else get_conf_mask_v(k) for k in classes])
     state = np.random.get_state()
@@ -44,7 +48,9 @@ def _ref_get_sorted_indices(sorted_confs, n_imgs, conf_thresh):
         for c_idx in sample:
             img_idx, conf = sorted_confs[c_idx][class_indexer[c_idx]]
             class_indexer[c_idx] += 1
-            mask[c_idx] = get_conf_mask_v(c_idx) if class_indexer[c_idx] < len(sorted_confs[c_idx]) else False
+            mask[c_idx] = (
+                get_conf_mask_v(c_idx) if class_indexer[c_idx] < len(sorted_confs[c_idx]) else False
+            )
             idcs.append(img_idx)
     np.random.set_state(state)
     return idcs
@@ -79,11 +85,14 @@ def _ref_scores(attributions, single_shape, smooth):
     contribs = (F.avg_pool2d(attributions, single_shape, stride=single_shape)
                 .permute(0, 1, 3, 2).reshape(attributions.shape[0], -1))
     total = contribs.sum(1, keepdim=True)
-    contribs = torch.where(total * contribs > 0, contribs / total, torch.zeros_like(contribs)).numpy()
+    contribs = torch.where(
+        total * contribs > 0, contribs / total, torch.zeros_like(contribs)
+    ).numpy()
     return np.array([contrib[idx] for idx, contrib in enumerate(contribs)])
 
 
-# --------------------------------------------------------------------------- confidence table and sequence
+# --------------------------------------------------------------------------- confidence table and
+# sequence
 def _table(seed=0, m=400, num_classes=12):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, m)
@@ -154,12 +163,16 @@ def test_grids_match_make_multi_image_with_the_offset_quirk(s):
 def test_column_major_placement():
     imgs = jnp.arange(4, dtype=jnp.float32).reshape(1, 4, 1, 1, 1) * jnp.ones((1, 4, 2, 2, 1))
     grid = np.asarray(L.make_grid(imgs, 2))[0, ..., 0]
-    np.testing.assert_array_equal(grid[::2, ::2], [[0, 2], [1, 3]])  # image k: row k % 2, column k // 2
+    np.testing.assert_array_equal(
+        grid[::2, ::2], [[0, 2], [1, 3]]
+    )  # image k: row k % 2, column k // 2
 
 
 def test_plan_stops_when_the_sequence_runs_out():
     labels = np.arange(8) % 4
-    assert len(L.plan_grids(list(range(8)), labels, 4, sample_size=10)) == 1  # the quirk skips index 4
+    assert (
+        len(L.plan_grids(list(range(8)), labels, 4, sample_size=10)) == 1
+    )  # the quirk skips index 4
 
 
 # --------------------------------------------------------------------------- scores
@@ -170,7 +183,9 @@ def test_scores_match_the_reference_formula(s, smooth):
     attr = rng.normal(size=(3, n, c, s * cell, s * cell)).astype(np.float32)  # 3 grid images
     attr[0, 1] = -np.abs(attr[0, 1])  # a target without positive attribution anywhere
     attr[1] += 2.0 * (rng.random((n, 1, s * cell, s * cell)) < 0.05)  # sparse positive spikes
-    ours = L.grid_pointing_scores(jnp.asarray(attr.transpose(1, 0, 3, 4, 2)), s, smooth=smooth)  # [K, G, H, W, C]
+    ours = L.grid_pointing_scores(
+        jnp.asarray(attr.transpose(1, 0, 3, 4, 2)), s, smooth=smooth
+    )  # [K, G, H, W, C]
     for g in range(3):
         ref = _ref_scores(torch.from_numpy(attr[g]), cell, smooth)
         np.testing.assert_allclose(np.asarray(ours[g]), ref, rtol=1e-5, atol=1e-6)
@@ -213,7 +228,9 @@ def test_mask_localisation():
     attr[0, :2, :2] = 1.0  # all inside
     attr[1, 0, 0, 0], attr[1, 3, 3, 0] = 3.0, 1.0  # 3/4 inside
     attr[1, 2, 2, 0] = -5.0  # negative evidence is ignored
-    frac, area = L.mask_localisation(jnp.asarray(attr), jnp.asarray(masks))  # attr[2]: nothing positive -> 0
+    frac, area = L.mask_localisation(
+        jnp.asarray(attr), jnp.asarray(masks)
+    )  # attr[2]: nothing positive -> 0
     np.testing.assert_allclose(frac, [1.0, 0.75, 0.0])
     np.testing.assert_allclose(area, [0.25] * 3)
     with pytest.raises(ValueError, match="must both be"):

@@ -9,23 +9,21 @@ from __future__ import annotations
 import math
 import re
 
+import bcos.models.convnext as bcos_convnext
+import bcos.models.pretrained as bcos_pretrained
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torchvision
 
+from bcos_jax import convert, models
+from bcos_jax.explain import explain
+from bcos_jax.layers import add_inverse
+from bcos_jax.models.common import StochasticDepth
+from bcos_jax.models.convnext import ATTO
 from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
-
-import bcos.models.convnext as bcos_convnext  # noqa: E402
-import bcos.models.pretrained as bcos_pretrained  # noqa: E402
-import torchvision  # noqa: E402
-
-from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.explain import explain  # noqa: E402
-from bcos_jax.layers import add_inverse  # noqa: E402
-from bcos_jax.models.common import StochasticDepth  # noqa: E402
-from bcos_jax.models.convnext import ATTO  # noqa: E402
 
 NUM_CLASSES = 5
 BCOS_NAMES = [
@@ -51,7 +49,11 @@ def torch_reference(name: str, **kwargs):
 def _first_block_only(tm):
     """Delete all but the first block of every stage; returns the reduced block setting."""
     setting = []
-    stages = [m for m in tm.features if isinstance(m, torch.nn.Sequential) and len(m) and hasattr(m[0], "layer_scale")]
+    stages = [
+        m
+        for m in tm.features
+        if isinstance(m, torch.nn.Sequential) and len(m) and hasattr(m[0], "layer_scale")
+    ]
     for stage in stages:
         del stage[1:]
         dim = stage[0].layer_scale.shape[0]
@@ -101,7 +103,9 @@ def _reduced_pair(name, x, seed=0):
     kwargs = dict(num_classes=NUM_CLASSES)
     bcos_model = not name.startswith("standard_")
     if bcos_model:
-        kwargs["logit_bias"] = -math.log(NUM_CLASSES - 1)  # the entry point's config fixes -log(999)
+        kwargs["logit_bias"] = -math.log(
+            NUM_CLASSES - 1
+        )  # the entry point's config fixes -log(999)
     tm = torch_reference(name, **kwargs)
     setting = _first_block_only(tm)
     for m in tm.modules():  # rates come from the full depth; no drops in train-mode checks
@@ -142,7 +146,9 @@ def test_bcos_parity_and_completeness(name):
 
     selected = np.asarray(ex.logits)[np.arange(2), targets]
     scale = np.abs(np.asarray(ex.logits) - bias).max()  # ~1 (see _calibrate_and_scale)
-    np.testing.assert_allclose(np.asarray(ex.contributions.sum((1, 2)) + ex.bias), selected, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        np.asarray(ex.contributions.sum((1, 2)) + ex.bias), selected, atol=1e-5 * scale
+    )
     np.testing.assert_allclose(np.asarray(ex.bias), bias, atol=1e-4 * scale)
     # the reference satisfies the same identity
     torch_sum = (x * w_t).sum((1, 2, 3))
@@ -156,7 +162,9 @@ def test_bnu_train_mode_matches_reference():
     tm.train()
     with torch.no_grad():
         logits_t = tm(nchw(x)).numpy()
-    logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
+    logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x
+    )
     bias = -math.log(NUM_CLASSES - 1)
     assert rel_err(np.asarray(logits) - bias, logits_t - bias) <= 1e-4
     expected = convert.from_torch("convnext_tiny_bnu", tm.state_dict(), **overrides)["batch_stats"]
@@ -190,7 +198,9 @@ def test_full_size_state_dict_converts(name):
     tm = torch_reference(name)
     sd = tm.state_dict()
     variables = convert.from_torch(name, sd)  # raises on any missing / unexpected / mis-shaped key
-    last = "features.7.2.layer_scale" if name.startswith("standard_") else "features.8.2.layer_scale"
+    last = (
+        "features.7.2.layer_scale" if name.startswith("standard_") else "features.8.2.layer_scale"
+    )
     path = last.split(".")
     leaf = variables["params"]
     for p in path:
@@ -213,7 +223,9 @@ def test_stochastic_depth_rates_and_train_flag():
     x = jnp.zeros((1, 32, 32, 6))
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     with nn.intercept_methods(record):
-        jax.eval_shape(lambda v: model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}), variables)
+        jax.eval_shape(
+            lambda v: model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}), variables
+        )
     assert [p for p, _ in seen] == pytest.approx(want)
     assert want[-1] == pytest.approx(0.1) and all(train is True for _, train in seen)
 

@@ -13,22 +13,28 @@ import math
 import pathlib
 import warnings
 
+import bcos.models.densenet as bcos_densenet
+import bcos.models.pretrained as bcos_pretrained
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import torchvision
+from bcos.modules import BcosConv2d, BcosConv2dWithScale
+from bcos.modules import norms as tnorms
 
-from tests.zoo_helpers import encoded_image, explain_parity, param_count, read_listing, structure_mismatch, torch_state_dict
+from bcos_jax import convert, models
+from bcos_jax.models import densenet
 from tests.torch_ref import randomize_norm_stats, rel_err
-
-import bcos.models.densenet as bcos_densenet  # noqa: E402
-import bcos.models.pretrained as bcos_pretrained  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from bcos.modules import BcosConv2d, BcosConv2dWithScale, norms as tnorms  # noqa: E402
-
-from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.models import densenet  # noqa: E402
+from tests.zoo_helpers import (
+    encoded_image,
+    explain_parity,
+    param_count,
+    read_listing,
+    structure_mismatch,
+    torch_state_dict,
+)
 
 DATA = pathlib.Path(__file__).parent / "data"
 SMALL = dict(growth_rate=8, block_config=(2, 1, 1), num_init_features=16, num_classes=10)
@@ -44,7 +50,7 @@ def _no_norm(num_features):
 # ----------------------------------------------------------------------------- references
 
 
-def _torch_reference(name: str, **arch) -> "torch.nn.Module":
+def _torch_reference(name: str, **arch) -> torch.nn.Module:
     """The reference module of zoo model ``name`` (``arch`` overrides its shape)."""
     depth = int("".join(c for c in name.split("densenet")[1] if c.isdigit()))
     with warnings.catch_warnings():
@@ -60,7 +66,9 @@ def _torch_reference(name: str, **arch) -> "torch.nn.Module":
         if name.startswith("v1_"):
             # v1 is bcos' DenseNet with the v1 conv (MaxOut 2, output / scale) and no norms:
             # test_v1_emulation_matches_v1_state_dict checks it against the original's keys.
-            kw = dict(conv_layer=V1_CONV, norm_layer=_no_norm, logit_temperature=1e-3, logit_bias=V1_BIAS)
+            kw = dict(
+                conv_layer=V1_CONV, norm_layer=_no_norm, logit_temperature=1e-3, logit_bias=V1_BIAS
+            )
             if arch:
                 return bcos_densenet.BcosDenseNet(**arch, **kw)
             return getattr(bcos_densenet, f"densenet{depth}")(**kw)
@@ -86,7 +94,9 @@ def test_registered_model_matches_reference(name):
     assert param_count(name) == ref_count
     shapes = {k: tuple(v.shape) for k, v in torch_state_dict(name, ref).items()}
     assert structure_mismatch(name, shapes) == []
-    assert spec.family == "densenet" and spec.in_channels == (3 if spec.version == "standard" else 6)
+    assert spec.family == "densenet" and spec.in_channels == (
+        3 if spec.version == "standard" else 6
+    )
 
 
 def test_v1_emulation_matches_v1_state_dict():
@@ -107,7 +117,9 @@ def test_structure_check_can_fail():
 
 def test_registry_fields():
     assert models.get_spec("densenet121").weights_url.endswith("densenet_121-b8daf96afb.pth")
-    assert models.get_spec("densenet121_long").weights_url.endswith("densenet_121_long-5175461597.pth")
+    assert models.get_spec("densenet121_long").weights_url.endswith(
+        "densenet_121_long-5175461597.pth"
+    )
     assert models.get_spec("densenet121_long").resize == 232
     assert models.get_spec("v1_densenet121").torch_prefix == "0."
     assert models.get_spec("cifar10_densenet100").input_size == 32
@@ -167,7 +179,9 @@ def test_v2_train_mode_matches_reference():
     )
     assert rel_err(out, ref) <= 1e-4
     updated = convert.from_torch("densenet121", tm.state_dict(), **SMALL)["batch_stats"]
-    for a, b in zip(jax.tree_util.tree_leaves(state["batch_stats"]), jax.tree_util.tree_leaves(updated)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(state["batch_stats"]), jax.tree_util.tree_leaves(updated)
+    ):
         assert rel_err(a, b) <= 1e-4
     # The update must have happened (else this check could not fail).
     before = jax.tree_util.tree_leaves(variables["batch_stats"])[0]

@@ -14,19 +14,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torchvision
+from bcos.models import pretrained as bcos_pretrained
+from bcos.models import resnet as bcos_resnet
+from bcos.modules import BcosConv2dWithScale
+from bcos.modules import norms as bcos_norms
+
+from bcos_jax import convert, models
+from bcos_jax.explain import explain
+from bcos_jax.models import resnet
 
 # Skips this module when torch or bcos is missing (importorskip inside).
 from tests.precision import run_float64
 from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
-
-import torchvision  # noqa: E402
-from bcos.models import pretrained as bcos_pretrained  # noqa: E402
-from bcos.models import resnet as bcos_resnet  # noqa: E402
-from bcos.modules import BcosConv2dWithScale, norms as bcos_norms  # noqa: E402
-
-from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.explain import explain  # noqa: E402
-from bcos_jax.models import resnet  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 C = 10
@@ -65,7 +65,7 @@ def _prepare(name, tmodel, prefix, bias, overrides):
 
 
 def _check_forward(name, tmodel, x, prefix="", bias=None, **overrides):
-    """Logits only (one forward compile): for the deep models whose blocks are explained elsewhere."""
+    """Logits only (one forward compile): deep models whose blocks are explained elsewhere."""
     model, variables = _prepare(name, tmodel, prefix, bias, overrides)
     with torch.no_grad():
         t_logits = tmodel(nchw(x)).numpy()
@@ -117,14 +117,21 @@ def test_resnet50_bnu_parity():
 def test_resnext50_grouped_parity():
     # Full width and cardinality (32 groups of 4), one block per stage to keep it cheap.
     tm = bcos_resnet.BcosResNet(
-        bcos_resnet.Bottleneck, [1, 1, 1, 1], num_classes=C, groups=32, width_per_group=4, norm_layer=BNU
+        bcos_resnet.Bottleneck,
+        [1, 1, 1, 1],
+        num_classes=C,
+        groups=32,
+        width_per_group=4,
+        norm_layer=BNU,
     )
     _check_bcos("resnext50_32x4d", tm, _image(2, 32, seed=2), layers=(1, 1, 1, 1))
 
 
 # ------------------------------------------------------------------------------ v2 CIFAR
 def test_cifar10_resnet20_default_parity():
-    tm = bcos_resnet.cifar10_resnet20()  # bare constructor: NoBias(DetachablePositionNorm2d), max_out 1
+    tm = (
+        bcos_resnet.cifar10_resnet20()
+    )  # bare constructor: NoBias(DetachablePositionNorm2d), max_out 1
     _check_bcos("cifar10_resnet20", tm, _image(2, 32, seed=3))
 
 
@@ -149,11 +156,18 @@ def test_cifar10_ablation_config_with_logit_bias():
 def test_cifar_train_mode_matches_reference():
     """Batch statistics in training: logits and the updated running variance (BNU, biased var)."""
     tm = bcos_resnet.BcosResNet(
-        bcos_resnet.BasicBlock, [1, 1, 1], num_classes=C, inplanes=16, small_inputs=True, norm_layer=BNU
+        bcos_resnet.BasicBlock,
+        [1, 1, 1],
+        num_classes=C,
+        inplanes=16,
+        small_inputs=True,
+        norm_layer=BNU,
     )
     tm.logit_layer.logit_bias = 0.0  # see _check_bcos
     randomize_norm_stats(tm)
-    model, variables = _convert("cifar10_resnet20", tm, norm="bnu-linear", layers=(1, 1, 1), logit_bias=0.0)
+    model, variables = _convert(
+        "cifar10_resnet20", tm, norm="bnu-linear", layers=(1, 1, 1), logit_bias=0.0
+    )
     x = _image(4, 32, seed=5)
     tm.train()
     t_logits = tm(nchw(x)).detach().numpy()
@@ -175,7 +189,9 @@ def test_stochastic_depth():
     output is its input), the first block never drops, eval mode is the plain network, and
     training needs the 'dropout' rng stream.
     """
-    tm = bcos_resnet.BcosResNet(bcos_resnet.BasicBlock, [1, 1, 2], num_classes=C, inplanes=16, small_inputs=True)
+    tm = bcos_resnet.BcosResNet(
+        bcos_resnet.BasicBlock, [1, 1, 2], num_classes=C, inplanes=16, small_inputs=True
+    )
     overrides = dict(layers=(1, 1, 2), stochastic_depth_prob=1.0)
     model, variables = _convert("cifar10_resnet20", tm, **overrides)
     plain = models.create("cifar10_resnet20", layers=(1, 1, 2))
@@ -185,30 +201,47 @@ def test_stochastic_depth():
 
     def run(mdl, train, key):
         kw = dict(rngs={"dropout": key}) if train else {}
-        out, st = mdl.apply(variables, x, train=train, capture_intermediates=True, mutable=["intermediates"], **kw)
+        out, st = mdl.apply(
+            variables, x, train=train, capture_intermediates=True, mutable=["intermediates"], **kw
+        )
         inter = st["intermediates"]
         blocks = [inter["layer1"]["0"], inter["layer3"]["0"], inter["layer3"]["1"]]
         return out, [b["__call__"][0] for b in blocks]
 
     @jax.jit
     def all_runs(keys):
-        return jax.vmap(lambda k: run(model, True, k))(keys), run(model, False, keys[0]), run(plain, False, keys[0])
+        return (
+            jax.vmap(lambda k: run(model, True, k))(keys),
+            run(model, False, keys[0]),
+            run(plain, False, keys[0]),
+        )
 
-    (t_out, t_blocks), (e_out, e_blocks), (p_out, p_blocks) = all_runs(jax.random.split(jax.random.key(1), 4))
+    (t_out, t_blocks), (e_out, e_blocks), (p_out, p_blocks) = all_runs(
+        jax.random.split(jax.random.key(1), 4)
+    )
     np.testing.assert_array_equal(e_out, p_out)
     np.testing.assert_array_equal(t_blocks[2], t_blocks[1])  # p = 1: branch dropped
     assert float(jnp.max(jnp.abs(e_blocks[2] - e_blocks[1]))) > 0
-    np.testing.assert_allclose(t_blocks[0], jnp.broadcast_to(e_blocks[0], t_blocks[0].shape), rtol=1e-6)  # p = 0
+    np.testing.assert_allclose(
+        t_blocks[0], jnp.broadcast_to(e_blocks[0], t_blocks[0].shape), rtol=1e-6
+    )  # p = 0
     assert float(jnp.max(jnp.abs(t_out - e_out))) > 0  # the middle blocks drop for some keys
 
 
 def test_resnet50_long_is_stochastic_depth_entry_point():
     spec = models.get_spec("resnet50_long")
     m = spec.build()
-    assert m.stochastic_depth_prob == 0.1 and spec.resize == 232 and spec.weights_url.endswith("ef38a88533.pth")
+    assert (
+        m.stochastic_depth_prob == 0.1
+        and spec.resize == 232
+        and spec.weights_url.endswith("ef38a88533.pth")
+    )
     with torch.device("meta"):
         tm = bcos_pretrained.resnet50_long()
-    assert tm.layer4[2].stochastic_depth.p == pytest.approx(0.1) and tm.layer1[0].stochastic_depth is None
+    assert (
+        tm.layer4[2].stochastic_depth.p == pytest.approx(0.1)
+        and tm.layer1[0].stochastic_depth is None
+    )
 
 
 # ------------------------------------------------------------------------------ standard
@@ -247,7 +280,12 @@ def test_v1_resnet18_parity():
     # v1 has no norms, so the network is 1-homogeneous in x: a scaled input makes the
     # contributions large against the constant log(0.01/0.99) (fixed temperature 10 kept).
     _check_bcos(
-        "v1_resnet18", tm, 1e3 * _image(2, 32, seed=8), prefix="0.", bias=math.log(0.01 / 0.99), float64=True
+        "v1_resnet18",
+        tm,
+        1e3 * _image(2, 32, seed=8),
+        prefix="0.",
+        bias=math.log(0.01 / 0.99),
+        float64=True,
     )
 
 
@@ -280,7 +318,9 @@ def test_reference_state_dict_layout_converts(name, fname):
     variables = convert.from_torch(name, sd)  # raises ConversionError on any mismatch
     n = sum(int(np.prod(s)) for k, (s, _) in rows.items() if k.endswith("weight"))
     assert sum(a.size for a in jax.tree_util.tree_leaves(variables["params"])) == n
-    np.testing.assert_array_equal(np.asarray(variables["params"]["conv1"]["kernel"]), sd[stem].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        np.asarray(variables["params"]["conv1"]["kernel"]), sd[stem].transpose(2, 3, 1, 0)
+    )
 
 
 # ------------------------------------------------------------------------------ registry
@@ -312,7 +352,9 @@ def test_registry_names():
     bcosified = {f"bcosified_{n}" for n in resnet._IMAGENET} | {"bcosified_resnet50_v1"}
     assert set(models.list_models(family="resnet")) == EXPECTED_NAMES | bcosified
     ours = {n for n in EXPECTED_NAMES if models.get_spec(n).version == "v2"}
-    assert ours >= {n for n in bcos_pretrained.list_available() if n.startswith(("resnet", "resnext"))}
+    assert ours >= {
+        n for n in bcos_pretrained.list_available() if n.startswith(("resnet", "resnext"))
+    }
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))

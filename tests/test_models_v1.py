@@ -15,22 +15,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch.nn.functional as F
+import torchvision
+import torchvision.models.inception as tv_inception
+from bcos.common import BcosUtilMixin
+from bcos.modules import BcosConv2dWithScale
 
+from bcos_jax import convert, models
+from bcos_jax.explain import explain
+from bcos_jax.layers import BcosConv
+from bcos_jax.models import cifar9l, inception
 from tests.precision import run_float64
-from tests.torch_ref import (  # noqa: I001
-    float64_model, nchw, nhwc, randomize_norm_stats, rel_err, torch, torch_explain,
+from tests.torch_ref import (
+    float64_model,
+    nchw,
+    nhwc,
+    randomize_norm_stats,
+    rel_err,
+    torch,
+    torch_explain,
 )
-
-import torch.nn.functional as F  # noqa: E402
-import torchvision  # noqa: E402
-import torchvision.models.inception as tv_inception  # noqa: E402
-from bcos.common import BcosUtilMixin  # noqa: E402
-from bcos.modules import BcosConv2dWithScale  # noqa: E402
-
-from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.explain import explain  # noqa: E402
-from bcos_jax.layers import BcosConv  # noqa: E402
-from bcos_jax.models import cifar9l, inception  # noqa: E402
 
 LISTING = os.path.join(os.path.dirname(__file__), "data", "v1_inception_v3_state_dict.txt")
 IMAGENET_BIAS = math.log(0.01 / 0.99)
@@ -102,7 +106,9 @@ def test_v1_transform_matches_bcos_conv2d_with_scale(b, cfg):
         cout, cfg["k"], strides=cfg["s"], padding=cfg["p"], b=b, max_out=2,
         scale=cfg.get("scale"), scale_fact=cfg.get("scale_fact"),
     )
-    variables = {"params": {"kernel": jnp.asarray(ref.linear.weight.detach().numpy().transpose(2, 3, 1, 0))}}
+    variables = {
+        "params": {"kernel": jnp.asarray(ref.linear.weight.detach().numpy().transpose(2, 3, 1, 0))}
+    }
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 9, 9, cin)).astype(np.float32)
     with torch.no_grad():
@@ -253,7 +259,9 @@ def test_v1_inception_param_counts():
         spec = models.get_spec(name)
         model = models.create(name)
         shapes = jax.eval_shape(
-            lambda m=model, c=spec.in_channels: m.init(jax.random.key(0), jnp.zeros((1, 299, 299, c)))
+            lambda m=model, c=spec.in_channels: m.init(
+                jax.random.key(0), jnp.zeros((1, 299, 299, c))
+            )
         )
         assert _n_params(shapes["params"]) == spec.params, name
     no_aux = inception.v1_inception_v3(aux_logits=False)
@@ -274,7 +282,9 @@ def test_v1_inception_parity_and_completeness(v1_inception):
     # (tests/precision.py); the logits are continuous in those choices.
     logits_t, w_t, _ = torch_explain(ref, x, targets, float64=True)
     assert np.abs(logits_t - IMAGENET_BIAS).max() > 1.0
-    e = run_float64(lambda *a: _compiled(lambda v, inp, t: explain(model, v, inp, t), *a), variables, x, targets)
+    e = run_float64(
+        lambda *a: _compiled(lambda v, inp, t: explain(model, v, inp, t), *a), variables, x, targets
+    )
     assert rel_err(e.logits, logits_t) <= 1e-10
     assert rel_err(e.weights, w_t) <= 1e-10
     # Completeness: logit = sum of contributions + the FinalLayer bias, nothing else.
@@ -307,15 +317,21 @@ def test_v1_inception_training_outputs():
     assert jax.eval_shape(lambda v: model.apply(v, x), shapes).shape == (2, 10)
     # Small inputs still initialise the aux head's parameters (they depend on channels only).
     small = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 75, 75, 6))))
-    assert jax.tree_util.tree_map(lambda a: a.shape, small) == jax.tree_util.tree_map(lambda a: a.shape, shapes)
+    assert jax.tree_util.tree_map(lambda a: a.shape, small) == jax.tree_util.tree_map(
+        lambda a: a.shape, shapes
+    )
 
 
 def test_standard_inception_matches_torchvision():
     torch.manual_seed(0)
-    ref = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
+    ref = torchvision.models.inception_v3(
+        weights=None, aux_logits=True, init_weights=False, transform_input=True
+    )
     randomize_norm_stats(ref)
     ref.eval()
-    assert sum(p.numel() for p in ref.parameters()) == models.get_spec("standard_inception_v3").params
+    assert (
+        sum(p.numel() for p in ref.parameters()) == models.get_spec("standard_inception_v3").params
+    )
     variables = convert.from_torch("standard_inception_v3", ref.state_dict())
     model = models.create("standard_inception_v3")
     x = np.random.default_rng(4).standard_normal((2, 75, 75, 3)).astype(np.float32)
@@ -374,13 +390,17 @@ def test_cifar9l_parity_and_completeness(b):
     # Logits are continuous in the MaxOut choices: float32 agrees on any CPU.
     logits_t, _, _ = torch_explain(ref, x, targets)
     assert np.abs(logits_t - CIFAR_BIAS).max() > 1.0
-    e32 = _compiled(lambda v, inp, t: explain(model, v, inp, t), variables, jnp.asarray(x), jnp.asarray(targets))
+    e32 = _compiled(
+        lambda v, inp, t: explain(model, v, inp, t), variables, jnp.asarray(x), jnp.asarray(targets)
+    )
     assert rel_err(e32.logits, logits_t) <= 2e-5
     # W(x) is not: for B=1.5 two MaxOut candidates of the 8th conv differ by 1.6e-6 of their
     # value (in float64), within the float32 rounding of its 1152-term dot products, and a
     # flip changes W(x) by ~1% over half the image (seen on an AMD EPYC): compare in float64.
     logits_t, w_t, _ = torch_explain(ref, x, targets, float64=True)
-    e = run_float64(lambda *a: _compiled(lambda v, inp, t: explain(model, v, inp, t), *a), variables, x, targets)
+    e = run_float64(
+        lambda *a: _compiled(lambda v, inp, t: explain(model, v, inp, t), *a), variables, x, targets
+    )
     assert e.weights.dtype == np.float64
     assert rel_err(e.logits, logits_t) <= 1e-10
     assert rel_err(e.weights, w_t) <= 1e-10
@@ -405,7 +425,9 @@ def test_cifar9l_constants_and_presets():
     with pytest.raises(ValueError, match="preset"):
         models.create("v1_cifar10_9l_b150", b=2)
     custom = models.create("v1_cifar10_9l", b=1.1, scale=0.5, logit_temperature=3.0)
-    out = jax.eval_shape(lambda: custom.init_with_output(jax.random.key(0), jnp.zeros((1, 32, 32, 6)))[0])
+    out = jax.eval_shape(
+        lambda: custom.init_with_output(jax.random.key(0), jnp.zeros((1, 32, 32, 6)))[0]
+    )
     assert out.shape == (1, 10)
 
 
@@ -414,6 +436,13 @@ def test_cifar9l_param_counts():
     assert ref_count == 3_772_160
     for name in models.list_models(family="cifar9l"):
         spec = models.get_spec(name)
-        shapes = jax.eval_shape(lambda n=name: models.create(n).init(jax.random.key(0), jnp.zeros((1, 32, 32, 6))))
+        shapes = jax.eval_shape(
+            lambda n=name: models.create(n).init(jax.random.key(0), jnp.zeros((1, 32, 32, 6)))
+        )
         assert _n_params(shapes) == spec.params == ref_count, name
-        assert (spec.version, spec.in_channels, spec.input_size, spec.torch_prefix) == ("v1", 6, 32, "")
+        assert (spec.version, spec.in_channels, spec.input_size, spec.torch_prefix) == (
+            "v1",
+            6,
+            32,
+            "",
+        )

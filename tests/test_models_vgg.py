@@ -14,22 +14,28 @@ import math
 import pathlib
 import warnings
 
+import bcos.models.pretrained as bcos_pretrained
+import bcos.models.vgg as bcos_vgg
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import torchvision
+from bcos.modules import BcosConv2d, BcosConv2dWithScale
+from bcos.modules import norms as tnorms
 
-from tests.zoo_helpers import encoded_image, explain_parity, param_count, read_listing, structure_mismatch, torch_state_dict
+from bcos_jax import convert, models
+from bcos_jax.models import vgg
 from tests.torch_ref import randomize_norm_stats, rel_err
-
-import bcos.models.pretrained as bcos_pretrained  # noqa: E402
-import bcos.models.vgg as bcos_vgg  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from bcos.modules import BcosConv2d, BcosConv2dWithScale, norms as tnorms  # noqa: E402
-
-from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.models import vgg  # noqa: E402
+from tests.zoo_helpers import (
+    encoded_image,
+    explain_parity,
+    param_count,
+    read_listing,
+    structure_mismatch,
+    torch_state_dict,
+)
 
 DATA = pathlib.Path(__file__).parent / "data"
 CFG = (8, "M", 16, "M", 16, 16, "M")
@@ -54,13 +60,16 @@ def _bcos_kwargs(name: str) -> dict:
         # v1: no norm slot at all (an nn.Identity *instance* makes bcos' make_layers skip it),
         # MaxOut 2 and output / scale: test_v1_emulation_matches_v1_state_dict checks keys.
         return dict(
-            norm_layer=torch.nn.Identity(), conv_layer=V1_CONV, logit_temperature=0.1, logit_bias=V1_BIAS
+            norm_layer=torch.nn.Identity(),
+            conv_layer=V1_CONV,
+            logit_temperature=0.1,
+            logit_bias=V1_BIAS,
         )
     norm = BNU if name.endswith("_bnu") else torch.nn.Identity
     return dict(norm_layer=norm, conv_layer=functools.partial(BcosConv2d, b=2, max_out=1))
 
 
-def _torch_reference(name: str) -> "torch.nn.Module":
+def _torch_reference(name: str) -> torch.nn.Module:
     """The full reference module of zoo model ``name`` (build it on the meta device)."""
     if name.startswith("standard_"):
         return getattr(torchvision.models, name[len("standard_"):])()
@@ -77,7 +86,7 @@ def _torch_reference(name: str) -> "torch.nn.Module":
     return getattr(bcos_vgg, name)(**kw)
 
 
-def _narrow_bcos_reference(name: str, cfg=CFG, width=WIDTH, num_classes=10) -> "torch.nn.Module":
+def _narrow_bcos_reference(name: str, cfg=CFG, width=WIDTH, num_classes=10) -> torch.nn.Module:
     """bcos' BcosVGG (its forward and logit layer) with narrow features and classifier."""
     kw = _bcos_kwargs(name)
     conv, norm = kw.pop("conv_layer"), kw.pop("norm_layer")
@@ -147,7 +156,9 @@ def test_registry_fields():
 
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bnu"])
 def test_v2_parity(name):
-    _, _, e = explain_parity(name, _narrow_bcos_reference(name), encoded_image(2, 32), np.array([2, 8]), **NARROW)
+    _, _, e = explain_parity(
+        name, _narrow_bcos_reference(name), encoded_image(2, 32), np.array([2, 8]), **NARROW
+    )
     np.testing.assert_allclose(e.bias, -math.log(9), atol=1e-5)
 
 
@@ -179,7 +190,9 @@ def test_standard_parity(name, size):
 ])
 def test_adaptive_avg_pool(size, out):
     x = np.random.RandomState(0).randn(2, *size, 3).astype(np.float32)
-    expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)), out)
+    expected = torch.nn.functional.adaptive_avg_pool2d(
+        torch.from_numpy(x.transpose(0, 3, 1, 2)), out
+    )
     ours = vgg.adaptive_avg_pool(jnp.asarray(x), out)
     np.testing.assert_allclose(ours, expected.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
 
@@ -211,7 +224,8 @@ def test_standard_dropout_uses_rng():
     ref = _narrow_torchvision(batch_norm=False)
     variables = convert.from_torch("standard_vgg11", ref.state_dict(), **NARROW)
     run = jax.jit(
-        lambda v, inp, key, train: model.apply(v, inp, train=train, rngs={"dropout": key}), static_argnums=3
+        lambda v, inp, key, train: model.apply(v, inp, train=train, rngs={"dropout": key}),
+        static_argnums=3,
     )
     a, b = run(variables, x, jax.random.key(1), True), run(variables, x, jax.random.key(2), True)
     assert not np.allclose(a, b)

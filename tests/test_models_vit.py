@@ -12,21 +12,19 @@ import functools
 import math
 import re
 
+import bcos.models.pretrained as bcos_pretrained
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bcos.models.vit import PosEmbSinCos2d as TorchPosEmb
 
+from bcos_jax import convert, models
+from bcos_jax.explain import explain
+from bcos_jax.layers import add_inverse
+from bcos_jax.models.vit import PosEmbSinCos2d, posemb_sincos_2d
 from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
-
-import bcos.models.pretrained as bcos_pretrained  # noqa: E402
-from bcos.models.vit import PosEmbSinCos2d as TorchPosEmb  # noqa: E402
-
-from bcos_jax import convert, models  # noqa: E402
-from bcos_jax.explain import explain  # noqa: E402
-from bcos_jax.layers import add_inverse  # noqa: E402
-from bcos_jax.models.vit import PosEmbSinCos2d, posemb_sincos_2d  # noqa: E402
 
 NUM_CLASSES = 5
 DEPTH = 2
@@ -77,7 +75,7 @@ def _with_positional_embedding(pe):
     return nn.intercept_methods(interceptor)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bcos_case(name):
     x = _image(6)
     tm, model, variables = _reduced_pair(name, x)
@@ -87,7 +85,16 @@ def _bcos_case(name):
     targets = np.abs(out - LOGIT_BIAS).argmax(1)
     logits_t, w_t, _ = torch_explain(tm, x, targets)
     ex = jax.jit(lambda v, x, t: explain(model, v, x, t))(variables, x, jnp.asarray(targets))
-    return dict(tm=tm, model=model, variables=variables, x=x, logits_t=logits_t, w_t=w_t, targets=targets, ex=ex)
+    return dict(
+        tm=tm,
+        model=model,
+        variables=variables,
+        x=x,
+        logits_t=logits_t,
+        w_t=w_t,
+        targets=targets,
+        ex=ex,
+    )
 
 
 @pytest.fixture(params=["simple_vit_ti_patch16_224", "vitc_ti_patch1_14"])
@@ -108,7 +115,9 @@ def test_bcos_parity(bcos_case):
     assert rel_err(c["ex"].weights, c["w_t"]) <= 1e-3
     # The plain gradient is far from W(x) here, so a missing stop_gradient would be caught.
     xt = nchw(c["x"]).requires_grad_(True)
-    (plain,) = torch.autograd.grad(c["tm"](xt)[torch.arange(2), torch.as_tensor(c["targets"])].sum(), xt)
+    (plain,) = torch.autograd.grad(
+        c["tm"](xt)[torch.arange(2), torch.as_tensor(c["targets"])].sum(), xt
+    )
     assert rel_err(plain.numpy().transpose(0, 2, 3, 1), c["w_t"]) > 1e-2
 
 
@@ -130,15 +139,21 @@ def _pe_share(model, variables, x, targets):
 def test_bias_is_logit_bias_plus_positional_embedding_share(vitc_case):
     c = vitc_case
     model, variables, x, targets, ex = c["model"], c["variables"], c["x"], c["targets"], c["ex"]
-    out, share = jax.jit(lambda v, x, t: _pe_share(model, v, x, t))(variables, x, jnp.asarray(targets))
+    out, share = jax.jit(lambda v, x, t: _pe_share(model, v, x, t))(
+        variables, x, jnp.asarray(targets)
+    )
     np.testing.assert_allclose(out, ex.logits, rtol=1e-6, atol=1e-6)
 
     selected = np.asarray(ex.logits)[np.arange(2), targets]
     scale = np.abs(np.asarray(ex.logits) - LOGIT_BIAS).max()  # ~1 (see _reduced_pair)
     # Not a negligible term (nor zero, as it would be if the interceptor missed the PE).
     assert np.abs(share).min() > 1e-3 * scale
-    np.testing.assert_allclose(np.asarray(ex.bias), LOGIT_BIAS + np.asarray(share), atol=1e-5 * scale)
-    np.testing.assert_allclose(np.asarray(ex.contributions.sum((1, 2)) + ex.bias), selected, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        np.asarray(ex.bias), LOGIT_BIAS + np.asarray(share), atol=1e-5 * scale
+    )
+    np.testing.assert_allclose(
+        np.asarray(ex.contributions.sum((1, 2)) + ex.bias), selected, atol=1e-5 * scale
+    )
     # The reference's Σ x·W(x) + logit bias misses exactly this share.
     torch_gap = c["logits_t"][np.arange(2), targets] - (x * c["w_t"]).sum((1, 2, 3)) - LOGIT_BIAS
     np.testing.assert_allclose(torch_gap, share, atol=1e-4 * scale)
@@ -158,10 +173,15 @@ def test_completeness_without_positional_embedding(vitc_case):
     selected = np.asarray(ex.logits)[np.arange(2), c["targets"]]
     scale = np.abs(np.asarray(ex.logits) - LOGIT_BIAS).max()
     np.testing.assert_allclose(np.asarray(ex.bias), LOGIT_BIAS, atol=1e-5 * scale)
-    assert np.abs(selected - np.asarray(c["ex"].logits)[np.arange(2), c["targets"]]).max() > 1e-3 * scale
+    assert (
+        np.abs(selected - np.asarray(c["ex"].logits)[np.arange(2), c["targets"]]).max()
+        > 1e-3 * scale
+    )
 
 
-@pytest.mark.parametrize("name", ["standard_simple_vit_ti_patch16_224", "standard_vitc_ti_patch1_14"])
+@pytest.mark.parametrize(
+    "name", ["standard_simple_vit_ti_patch16_224", "standard_vitc_ti_patch1_14"]
+)
 def test_standard_parity(name):
     x = _image(3)
     tm, model, variables = _reduced_pair(name, x)
@@ -187,7 +207,9 @@ def test_positional_embedding_formula(h, w, dim):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["vitc_ti_patch1_14", "standard_vitc_ti_patch1_14", "simple_vit_ti_patch16_224"])
+@pytest.mark.parametrize(
+    "name", ["vitc_ti_patch1_14", "standard_vitc_ti_patch1_14", "simple_vit_ti_patch16_224"]
+)
 def test_full_size_state_dict_converts(name):
     sd = getattr(bcos_pretrained, name)().state_dict()
     variables = convert.from_torch(name, sd)  # raises on any missing / unexpected / mis-shaped key
@@ -206,7 +228,9 @@ def test_registry_names():
 def test_param_count(name):
     spec = models.get_spec(name)
     model = models.create(name)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, spec.in_channels))))
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, spec.in_channels)))
+    )
     with torch.device("meta"):
         reference = sum(p.numel() for p in getattr(bcos_pretrained, name)().parameters())
     n = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes["params"]))
@@ -221,4 +245,6 @@ def test_spec_metadata_matches_reference(name):
     assert spec.weights_url == bcos_pretrained.URLS["vit_final"][config]
     doc = getattr(bcos_pretrained, name).__doc__
     assert spec.top1 == float(re.search(r"Acc@1\s*\|\s*([\d.]+)%", doc).group(1))
-    assert (spec.in_channels, spec.version, spec.torch_prefix) == ((6, "v2", "0.") if bcos else (3, "standard", ""))
+    assert (spec.in_channels, spec.version, spec.torch_prefix) == (
+        (6, "v2", "0.") if bcos else (3, "standard", "")
+    )

@@ -1,4 +1,5 @@
-"""Every norm against the reference: train/eval forward, running statistics, explanation gradients."""
+"""Every norm against the reference: train/eval forward, running stats, explanation gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,11 +17,21 @@ CASES = [
     ("allnu", norms.AllNormUncentered, lambda: TN.AllNormUncentered2d(C), True),
     ("bn", norms.BatchNorm, lambda: TN.BatchNorm2d(C), True),
     ("alln", norms.AllNorm, lambda: TN.AllNorm2d(C), True),
-    ("gnu", lambda **kw: norms.GroupNormUncentered(num_groups=4, **kw), lambda: TN.GroupNormUncentered2d(4, C), False),
+    (
+        "gnu",
+        lambda **kw: norms.GroupNormUncentered(num_groups=4, **kw),
+        lambda: TN.GroupNormUncentered2d(4, C),
+        False,
+    ),
     ("inu", norms.InstanceNormUncentered, lambda: TN.GNInstanceNormUncentered2d(C), False),
     ("lnu", norms.LayerNorm2dUncentered, lambda: TN.GNLayerNormUncentered2d(C), False),
     ("pnu", norms.PositionNormUncentered, lambda: TN.PositionNormUncentered2d(C), False),
-    ("gn", lambda **kw: norms.GroupNorm(num_groups=4, **kw), lambda: TN.DetachableGroupNorm2d(4, C), False),
+    (
+        "gn",
+        lambda **kw: norms.GroupNorm(num_groups=4, **kw),
+        lambda: TN.DetachableGroupNorm2d(4, C),
+        False,
+    ),
     ("in", norms.InstanceNorm, lambda: TN.DetachableGNInstanceNorm2d(C), False),
     ("ln2d", norms.LayerNorm2d, lambda: TN.DetachableGNLayerNorm2d(C), False),
     ("pn", norms.PositionNorm, lambda: TN.DetachablePositionNorm2d(C), False),
@@ -36,7 +47,9 @@ def _make(case, affine, seed=0):
         ref = TN.NoBias(lambda: ref)()
     elif affine == "unaffine":
         ref = TN.Unaffine(lambda: ref)()
-    kw = {"nobias": dict(use_bias=False), "unaffine": dict(use_bias=False, use_scale=False)}.get(affine, {})
+    kw = {"nobias": dict(use_bias=False), "unaffine": dict(use_bias=False, use_scale=False)}.get(
+        affine, {}
+    )
     mod = flax_ctor(**kw)
     # jnp.array copies; jnp.asarray may alias the torch buffer (JAX 0.10.0 does on CPU), and
     # the reference's in-place running-statistics update would then change our variables too.
@@ -104,7 +117,10 @@ def test_norm_train_forward_running_stats_and_gradient(case):
         xt = nchw(x).requires_grad_(True)
         (ref_g,) = torch.autograd.grad((ref(xt) * nchw(cot)).sum(), xt)
         _, vjp = jax.vjp(
-            lambda v: mod.apply(variables, v, train=True, explain=explain, mutable=["batch_stats"])[0], jnp.asarray(x)
+            lambda v: mod.apply(variables, v, train=True, explain=explain, mutable=["batch_stats"])[
+                0
+            ],
+            jnp.asarray(x),
         )
         assert rel_err(vjp(jnp.asarray(cot))[0], nhwc(ref_g)) <= 1e-5, f"explain={explain}"
 
@@ -123,7 +139,12 @@ def test_layer_norm_on_tokens_matches_detachable_layer_norm():
         ref.weight.copy_(torch.rand(16) + 0.5)
         ref.bias.copy_(torch.randn(16))
     x = (np.random.default_rng(5).normal(size=(2, 7, 16)) + 1).astype(np.float32)
-    v = {"params": {"scale": jnp.asarray(ref.weight.detach().numpy()), "bias": jnp.asarray(ref.bias.detach().numpy())}}
+    v = {
+        "params": {
+            "scale": jnp.asarray(ref.weight.detach().numpy()),
+            "bias": jnp.asarray(ref.bias.detach().numpy()),
+        }
+    }
     mod = norms.LayerNorm()
     assert rel_err(mod.apply(v, x), ref(torch.from_numpy(x)).detach().numpy()) <= 1e-5
     ref.set_explanation_mode(True)
@@ -139,7 +160,9 @@ def test_sharded_batch_norm_uses_global_statistics():
     # whole batch, i.e. equal to the single-device result.
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     mod = norms.BatchNormUncentered()
-    x = jnp.asarray(_x(7).repeat(8, axis=0)[:16] * np.arange(1, 17, dtype=np.float32)[:, None, None, None])
+    x = jnp.asarray(
+        _x(7).repeat(8, axis=0)[:16] * np.arange(1, 17, dtype=np.float32)[:, None, None, None]
+    )
     v = mod.init(jax.random.key(0), x)
     f = jax.jit(lambda v, x: mod.apply(v, x, train=True, mutable=["batch_stats"]))
     ref_out, ref_state = f(v, x)
@@ -147,4 +170,6 @@ def test_sharded_batch_norm_uses_global_statistics():
     out, state = f(v, xs)
     assert len(xs.sharding.device_set) == 8
     np.testing.assert_allclose(out, ref_out, rtol=1e-5)
-    np.testing.assert_allclose(state["batch_stats"]["var"], ref_state["batch_stats"]["var"], rtol=1e-5)
+    np.testing.assert_allclose(
+        state["batch_stats"]["var"], ref_state["batch_stats"]["var"], rtol=1e-5
+    )

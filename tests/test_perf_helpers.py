@@ -83,7 +83,9 @@ class _Mixed(nn.Module):
     def __call__(self, x, train=False, explain=False):
         x = layers.BcosConv(8, 3, padding=1, name="conv1")(x, explain)
         x = norms.BatchNormUncentered(use_bias=False, name="bn1")(x, train=train, explain=explain)
-        x = layers.BcosConv(8, 3, strides=2, padding=1, feature_group_count=2, max_out=2, name="conv2")(x, explain)
+        x = layers.BcosConv(
+            8, 3, strides=2, padding=1, feature_group_count=2, max_out=2, name="conv2"
+        )(x, explain)
         x = layers.BcosConv(8, 1, strides=2, name="conv3")(x, explain)
         h = layers.BcosDense(6, name="dense")(jnp.mean(x, axis=(1, 2)), explain)
         side = nn.Dense(6, name="plain")(jax.lax.stop_gradient(h)) if not explain else 0.0
@@ -130,7 +132,10 @@ def test_prenormalize_zoo_model():
     x = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 32, 32, 6)), jnp.float32)
     variables = model.init(jax.random.key(0), x, train=False)
     pre = layers.prenormalize(model, variables, x, train=False)
-    assert not any("kernel" in leaf_path for leaf_path in map(str, jax.tree_util.tree_leaves_with_path(pre["params"])))
+    assert not any(
+        "kernel" in leaf_path
+        for leaf_path in map(str, jax.tree_util.tree_leaves_with_path(pre["params"]))
+    )
     _close(model.apply(pre, x, train=False), model.apply(variables, x, train=False), 1e-5)
 
 
@@ -142,18 +147,27 @@ def test_prenormalize_rejects_wrong_shape():
         mod.apply(bad, x)
 
 
-@pytest.mark.parametrize("make", [
-    lambda remat: layers.BcosConv(8, 3, strides=2, padding=1, remat=remat),
-    lambda remat: layers.BcosConv(8, 1, remat=remat),
-    lambda remat: layers.BcosConv(8, 3, padding=1, feature_group_count=2, max_out=2, b=1.5, remat=remat),
-    lambda remat: layers.BcosDense(7, remat=remat),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda remat: layers.BcosConv(8, 3, strides=2, padding=1, remat=remat),
+        lambda remat: layers.BcosConv(8, 1, remat=remat),
+        lambda remat: layers.BcosConv(
+            8, 3, padding=1, feature_group_count=2, max_out=2, b=1.5, remat=remat
+        ),
+        lambda remat: layers.BcosDense(7, remat=remat),
+    ],
+)
 def test_remat_same_values_and_gradients(make):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32)
     plain, remat = make(False), make(True)
     params = plain.init(jax.random.key(0), x)
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a.shape, b.shape), params, remat.init(jax.random.key(0), x))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(a.shape, b.shape),
+        params,
+        remat.init(jax.random.key(0), x),
+    )
 
     def grads(params, x):
         out = []
@@ -188,26 +202,39 @@ def test_remat_zoo_training_step_matches():
             return optax.sigmoid_binary_cross_entropy(out, y).mean(), new
 
         extra = {k: v for k, v in variables.items() if k != "params"}
-        (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"], extra)
+        (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+            variables["params"], extra
+        )
         results.append((loss, grads))
     _close(results[1][0], results[0][0], 1e-6)
     jax.tree.map(lambda a, b: _close(a, b, 1e-4), results[1][1], results[0][1])
 
 
 REMAT_MODELS = [
-    ("cifar10_resnet20", 32), ("v1_resnet18", 64), ("cifar10_densenet52", 32), ("v1_densenet121", 64),
-    ("vgg11_bnu", 64), ("v1_vgg11", 64), ("convnext_atto", 64), ("simple_vit_ti_patch16_224", 32),
-    ("vitc_ti_patch1_14", 64), ("v1_inception_v3", 75), ("v1_cifar10_9l", 32), ("bcos_small_cnn", 32),
+    ("cifar10_resnet20", 32),
+    ("v1_resnet18", 64),
+    ("cifar10_densenet52", 32),
+    ("v1_densenet121", 64),
+    ("vgg11_bnu", 64),
+    ("v1_vgg11", 64),
+    ("convnext_atto", 64),
+    ("simple_vit_ti_patch16_224", 32),
+    ("vitc_ti_patch1_14", 64),
+    ("v1_inception_v3", 75),
+    ("v1_cifar10_9l", 32),
+    ("bcos_small_cnn", 32),
 ]
 
 
 @pytest.mark.parametrize("name,size", REMAT_MODELS, ids=[m for m, _ in REMAT_MODELS])
 def test_create_remat_reaches_every_bcos_layer(name, size):
-    """``models.create(name, remat=True)``: every BcosConv/BcosDense the model calls has remat on."""
+    """``models.create(name, remat=True)``: every BcosConv/BcosDense the model calls remats."""
     seen = []
 
     def record(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, (layers.BcosConv, layers.BcosDense)):
+        if context.method_name == "__call__" and isinstance(
+            context.module, (layers.BcosConv, layers.BcosDense)
+        ):
             seen.append(context.module.remat)
         return next_fun(*args, **kwargs)
 
@@ -242,7 +269,9 @@ def test_space_to_depth_input_gradient_is_exact(case):
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.normal(size=(2, *size, 5)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(*ks, 5, 7)), jnp.float32)
-    ref_out, ref_vjp = jax.vjp(lambda x, w: layers._lax_conv(x, w, strides, padding, (1, 1), 1), x, w)
+    ref_out, ref_vjp = jax.vjp(
+        lambda x, w: layers._lax_conv(x, w, strides, padding, (1, 1), 1), x, w
+    )
     out, vjp = jax.vjp(lambda x, w: layers._conv_s2d(x, w, strides, padding), x, w)
     g = jnp.asarray(rng.normal(size=ref_out.shape), jnp.float32)
     np.testing.assert_array_equal(out, ref_out)
@@ -252,7 +281,7 @@ def test_space_to_depth_input_gradient_is_exact(case):
 
 def test_space_to_depth_only_where_it_pays():
     pays = layers._space_to_depth_transpose_pays
-    w = lambda k: jnp.zeros((k, k, 3, 4))  # noqa: E731
+    w = lambda k: jnp.zeros((k, k, 3, 4))
     assert pays(w(7), (2, 2), (1, 1), 1)
     assert pays(w(4), (4, 4), (1, 1), 1)
     assert not pays(w(3), (2, 2), (1, 1), 1)  # 16/9 of the taps

@@ -11,7 +11,9 @@ from bcos_jax import platform
 def _run(code: str, **env_changes) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
     env.update(env_changes)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_import_is_quiet_and_on_cpu_without_a_tpu():

@@ -126,7 +126,10 @@ def _compare(layer_fn, ref_fn, x, kernel, seed, float64=False):
 PADDINGS = st.one_of(
     st.integers(0, 2),
     st.tuples(st.integers(0, 2), st.integers(0, 2)),
-    st.tuples(st.tuples(st.integers(0, 2), st.integers(0, 2)), st.tuples(st.integers(0, 2), st.integers(0, 2))),
+    st.tuples(
+        st.tuples(st.integers(0, 2), st.integers(0, 2)),
+        st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    ),
     st.sampled_from(["SAME", "VALID"]),
 )
 
@@ -171,20 +174,39 @@ def _cfg(**kw):
 @given(cfg=conv_configs())
 # The fast paths of layers.py, always run whatever hypothesis draws:
 @example(cfg=_cfg(kernel_size=1, padding=0, cin=6, features=5))  # 1x1 -> matmul (_pointwise)
-@example(cfg=_cfg(kernel_size=1, strides=2, padding=0, cin=4, features=3, b=1.25, max_out=2))  # strided 1x1
-@example(cfg=_cfg(kernel_size=7, strides=2, padding=3, cin=6, features=4))  # 7x7/2 stem: space-to-depth dx
-@example(cfg=_cfg(kernel_size=4, strides=4, padding=0, cin=6, features=4, extra=(5, 8)))  # 4x4/4 patchify
-@example(cfg=_cfg(kernel_size=2, strides=2, padding=0, cin=4, features=4, b=2.5, max_out=2))  # 2x2/2 downsample
-@example(cfg=_cfg(kernel_size=(3, 5), strides=(2, 3), padding=((0, 2), (1, 0)), b=1.25))  # odd shapes, s2d off
-@example(cfg=_cfg(kernel_size=3, groups=3, cin=3, features=6, strides=2, max_out=2))  # depthwise strided MaxOut
+@example(
+    cfg=_cfg(kernel_size=1, strides=2, padding=0, cin=4, features=3, b=1.25, max_out=2)
+)  # strided 1x1
+@example(
+    cfg=_cfg(kernel_size=7, strides=2, padding=3, cin=6, features=4)
+)  # 7x7/2 stem: space-to-depth dx
+@example(
+    cfg=_cfg(kernel_size=4, strides=4, padding=0, cin=6, features=4, extra=(5, 8))
+)  # 4x4/4 patchify
+@example(
+    cfg=_cfg(kernel_size=2, strides=2, padding=0, cin=4, features=4, b=2.5, max_out=2)
+)  # 2x2/2 downsample
+@example(
+    cfg=_cfg(kernel_size=(3, 5), strides=(2, 3), padding=((0, 2), (1, 0)), b=1.25)
+)  # odd shapes, s2d off
+@example(
+    cfg=_cfg(kernel_size=3, groups=3, cin=3, features=6, strides=2, max_out=2)
+)  # depthwise strided MaxOut
 @example(cfg=_cfg(kernel_size=3, dilation=2, padding=2, groups=2, cin=4, features=4, b=1.0,
                   scale=("scale_fact", 100.0)))  # dilation + groups + B=1 + v1 scale
 def test_bcos_conv_matches_direct_implementation(cfg):
     ks = cfg["kernel_size"]
     kh, kw = (ks, ks) if isinstance(ks, int) else ks
-    mod_kw = dict(features=cfg["features"], kernel_size=ks, strides=cfg["strides"], padding=cfg["padding"],
-                  kernel_dilation=cfg["dilation"], feature_group_count=cfg["groups"], b=cfg["b"],
-                  max_out=cfg["max_out"])
+    mod_kw = dict(
+        features=cfg["features"],
+        kernel_size=ks,
+        strides=cfg["strides"],
+        padding=cfg["padding"],
+        kernel_dilation=cfg["dilation"],
+        feature_group_count=cfg["groups"],
+        b=cfg["b"],
+        max_out=cfg["max_out"],
+    )
     scale_divisor = 1.0
     if cfg["scale"] is not None:
         key, value = cfg["scale"]
@@ -203,16 +225,33 @@ def test_bcos_conv_matches_direct_implementation(cfg):
     w = max(1, dil[1] * (kw - 1) + 1 - sum(padding[1])) + cfg["extra"][1]
     rng = np.random.default_rng(cfg["seed"])
     x = jnp.asarray(rng.normal(size=(cfg["batch"], h, w, cfg["cin"])).astype(np.float32))
-    kernel = jnp.asarray(rng.normal(
-        size=(kh, kw, cfg["cin"] // cfg["groups"], cfg["features"] * cfg["max_out"])).astype(np.float32))
+    kernel = jnp.asarray(
+        rng.normal(
+            size=(kh, kw, cfg["cin"] // cfg["groups"], cfg["features"] * cfg["max_out"])
+        ).astype(np.float32)
+    )
 
     def layer_fn(a, k, explain):
         return mod.apply({"params": {"kernel": k}}, a, explain)
 
     ref_fn = functools.partial(
-        direct_conv, strides=strides, padding=padding, dilation=dil, groups=cfg["groups"], b=cfg["b"],
-        max_out=cfg["max_out"], divisor=scale_divisor)
-    errs = _compare(layer_fn, lambda a, k, e: ref_fn(a, k, explain=e), x, kernel, cfg["seed"], cfg["max_out"] > 1)
+        direct_conv,
+        strides=strides,
+        padding=padding,
+        dilation=dil,
+        groups=cfg["groups"],
+        b=cfg["b"],
+        max_out=cfg["max_out"],
+        divisor=scale_divisor,
+    )
+    errs = _compare(
+        layer_fn,
+        lambda a, k, e: ref_fn(a, k, explain=e),
+        x,
+        kernel,
+        cfg["seed"],
+        cfg["max_out"] > 1,
+    )
     assert max(errs.values()) <= 1e-5, errs
 
 
@@ -247,7 +286,9 @@ def test_bcos_dense_matches_direct_implementation(b, max_out, cin, features, lea
 # v1 9L net (B=1.25, MaxOut 2, per-layer scale, no norms).
 ZOO = {
     "cifar10_resnet20": dict(num_classes=10, layers=(1, 1, 1)),
-    "simple_vit_ti_patch16_224": dict(num_classes=10, patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64),
+    "simple_vit_ti_patch16_224": dict(
+        num_classes=10, patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64
+    ),
     "densenet121": dict(growth_rate=8, block_config=(1, 1), num_init_features=8, num_classes=10),
     "v1_cifar10_9l_b125": dict(widths=(8, 8, 16, 16, 16, 32, 32, 32)),
 }
@@ -261,8 +302,8 @@ def _images(n, seed):
 
 def _edge_inputs():
     """name -> one 6-channel input; images are in [0, 1] unless said otherwise."""
-    full = lambda v: np.full((SIZE, SIZE, 3), v, np.float32)  # noqa: E731
-    enc = lambda img: np.asarray(layers.add_inverse(img))  # noqa: E731
+    full = lambda v: np.full((SIZE, SIZE, 3), v, np.float32)
+    enc = lambda img: np.asarray(layers.add_inverse(img))
     img = _images(1, 7)[0]
     cases = {"zeros (6 channels)": np.zeros((SIZE, SIZE, 6), np.float32)}
     cases.update({f"constant {v}": enc(full(v)) for v in (0.0, 0.5, 1.0)})
@@ -272,7 +313,7 @@ def _edge_inputs():
     return cases
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zoo_variables(name):
     """Variables without compiling ``init``: random kernels (direction is all that matters),
     unit norm scales, and running variances of uncentred BNs set to the batch variances of
@@ -286,7 +327,9 @@ def _zoo_variables(name):
     def fill(path, leaf):
         key = path[-1].key
         if key == "kernel":
-            return rng.normal(size=leaf.shape).astype(np.float32) / math.sqrt(math.prod(leaf.shape[:-1]))
+            return rng.normal(size=leaf.shape).astype(np.float32) / math.sqrt(
+                math.prod(leaf.shape[:-1])
+            )
         if key == "var":
             return np.zeros(leaf.shape, np.float32)
         if key in ("scale", "layer_scale"):
@@ -295,20 +338,27 @@ def _zoo_variables(name):
 
     variables = jax.tree_util.tree_map_with_path(fill, abstract)
     if "batch_stats" in variables:
-        calibrate = quick_compile(lambda v, a: model.apply(v, a, train=True, mutable=["batch_stats"]), variables, x)
+        calibrate = quick_compile(
+            lambda v, a: model.apply(v, a, train=True, mutable=["batch_stats"]), variables, x
+        )
         _, upd = calibrate(variables, x)
-        variables = {**variables, "batch_stats": jax.tree.map(lambda r: r / 0.1, upd["batch_stats"])}
+        variables = {
+            **variables,
+            "batch_stats": jax.tree.map(lambda r: r / 0.1, upd["batch_stats"]),
+        }
     return variables
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zoo_explanations(name, dtype):
     """(edge-case names, images, explanation, same call again) of every edge case and 4
     random images."""
     variables = _zoo_variables(name)
     model = models.create(name, dtype=DTYPES[dtype], **ZOO[name])
     cases = _edge_inputs()
-    x = np.concatenate([np.stack(list(cases.values())), np.asarray(layers.add_inverse(_images(4, 2)))])
+    x = np.concatenate(
+        [np.stack(list(cases.values())), np.asarray(layers.add_inverse(_images(4, 2)))]
+    )
     fn = quick_compile(lambda v, a: explain(model, v, a), variables, x)
     return list(cases), x, jax.device_get(fn(variables, x)), jax.device_get(fn(variables, x))
 
@@ -343,7 +393,7 @@ def test_huge_inputs_keep_bcos_layers_homogeneous(scale):
         assert rel_err(got, want * scale**power) <= 1e-5
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _conv_and_dense_outputs():
     """(jitted x -> (BcosConv 3x3 output, BcosDense output, W(x) of the conv), an input)."""
     rng = np.random.default_rng(3)
@@ -374,7 +424,9 @@ def test_bfloat16_completeness(name):
     for dtype, tol in (("float32", 1e-5), ("bfloat16", 2e-2)):
         names, _, e, _ = _zoo_explanations(name, dtype)
         logit = np.take_along_axis(e.logits, e.targets[:, None], 1)[:, 0]
-        err = np.abs(e.contributions.sum((1, 2)) + bias - logit) / (abs(bias) + np.abs(e.contributions).sum((1, 2)))
+        err = np.abs(e.contributions.sum((1, 2)) + bias - logit) / (
+            abs(bias) + np.abs(e.contributions).sum((1, 2))
+        )
         assert err.max() <= tol, (dtype, dict(zip(names + ["image"] * 4, err)))
         if dtype == "float32":
             np.testing.assert_allclose(e.bias, bias, atol=1e-5 * np.abs(logit).max())
@@ -409,7 +461,8 @@ async def finalize(self):
     await _finalize(self)
 
 atomicity.AtomicRenameTemporaryPath.finalize = finalize
-sys.modules["torch"] = None  # tensorboardX would import PyTorch (2-3 s) only to recognise its tensors
+# tensorboardX would import PyTorch (2-3 s) only to recognise its tensors
+sys.modules["torch"] = None
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -517,16 +570,19 @@ def test_sigkill_during_async_checkpoint_write_then_resume(runs, tmp_path):
     import os
     import shutil
 
+    from training_helpers import train_module
+
     import bcos_jax
     from bcos_jax.training import checkpoint as ckpt_lib
-    from training_helpers import train_module
 
     reference_run, killed = runs
     workdir = str(tmp_path / "run")
     shutil.copytree(killed, workdir)  # the fixture stays as the kill left it
     ckpt_dir = os.path.join(workdir, "checkpoints")
     assert sorted(os.listdir(ckpt_dir)) == ["4", "8.orbax-checkpoint-tmp"]
-    assert os.listdir(os.path.join(ckpt_dir, "8.orbax-checkpoint-tmp", "state")), "killed before the arrays"
+    assert os.listdir(os.path.join(ckpt_dir, "8.orbax-checkpoint-tmp", "state")), (
+        "killed before the arrays"
+    )
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
 
     # The partial save is not a checkpoint: the newest one is the previous, and it is
@@ -536,8 +592,10 @@ def test_sigkill_during_async_checkpoint_write_then_resume(runs, tmp_path):
     ck.close()
     _assert_same_state(reference_run, 4, workdir)
     _, variables = bcos_jax.load_checkpoint(workdir)
-    np.testing.assert_array_equal(variables["params"]["conv0"]["kernel"],
-                                  _train_state(reference_run, 4)[1]["ema"]["params"]["conv0"]["kernel"])
+    np.testing.assert_array_equal(
+        variables["params"]["conv0"]["kernel"],
+        _train_state(reference_run, 4)[1]["ema"]["params"]["conv0"]["kernel"],
+    )
 
     # Resuming (in this process) replaces the stale temporary folder and ends bit for bit
     # where the uninterrupted run ends.

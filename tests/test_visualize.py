@@ -20,7 +20,10 @@ def _arrays(seed, h=23, w=19):
 def test_gradient_to_image_matches_reference(smooth, pct):
     image, weights = _arrays(smooth)
     ref = bcos.common.gradient_to_image(
-        torch.from_numpy(image.transpose(2, 0, 1)), torch.from_numpy(weights.transpose(2, 0, 1)), smooth, pct
+        torch.from_numpy(image.transpose(2, 0, 1)),
+        torch.from_numpy(weights.transpose(2, 0, 1)),
+        smooth,
+        pct,
     )
     ours = visualize.gradient_to_image(image, weights, smooth, pct)
     assert ours.shape == ref.shape == (23, 19, 4)
@@ -53,7 +56,9 @@ def test_save_grid_writes_png(tmp_path):
     image, weights = _arrays(1)
     rgba = visualize.gradient_to_image(image, weights)
     contrib = (image * weights).sum(-1)
-    path = visualize.save_grid(str(tmp_path / "g.png"), [image, image], [rgba, rgba], [contrib, contrib])
+    path = visualize.save_grid(
+        str(tmp_path / "g.png"), [image, image], [rgba, rgba], [contrib, contrib]
+    )
     with Image.open(path) as im:
         assert im.size == (19 * 3, 23 * 2)
     assert not (tmp_path / "g.png.tmp").exists()

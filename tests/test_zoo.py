@@ -16,16 +16,32 @@ from tests.torch_ref import bcos, randomize_norm_stats, torch
 
 # docs/recipes.md §8, the v2 model zoo: name -> (top-1, params in millions as published).
 PUBLISHED = {
-    "resnet18": (68.736, 11.69), "resnet34": (72.284, 21.80), "resnet50": (75.882, 25.54),
-    "resnet101": (76.532, 44.50), "resnet152": (76.484, 60.13), "resnext50_32x4d": (75.820, 25.00),
-    "densenet121": (73.612, 7.95), "densenet161": (76.622, 28.58), "densenet169": (75.186, 14.08),
-    "densenet201": (75.480, 19.91), "vgg11_bnu": (69.310, 132.86), "convnext_tiny": (77.488, 28.54),
-    "convnext_base": (79.650, 88.47), "convnext_tiny_bnu": (76.826, 28.54), "convnext_base_bnu": (80.142, 88.47),
-    "densenet121_long": (77.302, 7.95), "resnet50_long": (79.468, 25.54), "resnet152_long": (80.144, 60.13),
-    "simple_vit_ti_patch16_224": (59.960, 5.80), "simple_vit_s_patch16_224": (69.246, 22.28),
-    "simple_vit_b_patch16_224": (74.408, 86.90), "simple_vit_l_patch16_224": (75.060, 178.79),
-    "vitc_ti_patch1_14": (67.260, 5.32), "vitc_s_patch1_14": (74.504, 20.88),
-    "vitc_b_patch1_14": (77.152, 81.37), "vitc_l_patch1_14": (77.782, 167.44),
+    "resnet18": (68.736, 11.69),
+    "resnet34": (72.284, 21.80),
+    "resnet50": (75.882, 25.54),
+    "resnet101": (76.532, 44.50),
+    "resnet152": (76.484, 60.13),
+    "resnext50_32x4d": (75.820, 25.00),
+    "densenet121": (73.612, 7.95),
+    "densenet161": (76.622, 28.58),
+    "densenet169": (75.186, 14.08),
+    "densenet201": (75.480, 19.91),
+    "vgg11_bnu": (69.310, 132.86),
+    "convnext_tiny": (77.488, 28.54),
+    "convnext_base": (79.650, 88.47),
+    "convnext_tiny_bnu": (76.826, 28.54),
+    "convnext_base_bnu": (80.142, 88.47),
+    "densenet121_long": (77.302, 7.95),
+    "resnet50_long": (79.468, 25.54),
+    "resnet152_long": (80.144, 60.13),
+    "simple_vit_ti_patch16_224": (59.960, 5.80),
+    "simple_vit_s_patch16_224": (69.246, 22.28),
+    "simple_vit_b_patch16_224": (74.408, 86.90),
+    "simple_vit_l_patch16_224": (75.060, 178.79),
+    "vitc_ti_patch1_14": (67.260, 5.32),
+    "vitc_s_patch1_14": (74.504, 20.88),
+    "vitc_b_patch1_14": (77.152, 81.37),
+    "vitc_l_patch1_14": (77.782, 167.44),
 }
 # Published parameter counts that differ from the actual reference modules (noted in the specs).
 PUBLISHED_PARAMS_DIFFER = {"simple_vit_s_patch16_224", "vitc_b_patch1_14"}
@@ -33,8 +49,11 @@ PUBLISHED_PARAMS_DIFFER = {"simple_vit_s_patch16_224", "vitc_b_patch1_14"}
 
 def test_every_reference_entry_point_has_a_model():
     entry = [
-        n for n, f in inspect.getmembers(bcos.models.pretrained, inspect.isfunction)
-        if f.__module__ == bcos.models.pretrained.__name__ and not n.startswith("_") and n not in ("register", "list_available")
+        n
+        for n, f in inspect.getmembers(bcos.models.pretrained, inspect.isfunction)
+        if f.__module__ == bcos.models.pretrained.__name__
+        and not n.startswith("_")
+        and n not in ("register", "list_available")
     ]
     assert len(entry) >= 30
     missing = sorted(set(entry) - set(models.list_models()))
@@ -126,7 +145,10 @@ def test_pth_and_safetensors_give_the_same_variables(tmp_path, reference):
     from safetensors.torch import save_file
 
     torch.save(reference.state_dict(), tmp_path / "w.pth")
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in reference.state_dict().items()},
+        str(tmp_path / "w.safetensors"),
+    )
     a = convert.from_torch(NAME, convert.load_torch_checkpoint(str(tmp_path / "w.pth")))
     b = convert.from_torch(NAME, convert.load_torch_checkpoint(str(tmp_path / "w.safetensors")))
     c = convert.from_torch(NAME, reference.state_dict())  # torch tensors directly
@@ -153,14 +175,29 @@ def _images(tmp_path):
 def test_cli_convert_load_and_explain(tmp_path, reference, capsys):
     torch.save(reference.state_dict(), tmp_path / "w.pth")
     out_dir = tmp_path / "ckpt"
-    assert commands.main(["convert", "--model", NAME, "--weights", str(tmp_path / "w.pth"), "--out", str(out_dir)]) == 0
+    assert (
+        commands.main(
+            [
+                "convert",
+                "--model",
+                NAME,
+                "--weights",
+                str(tmp_path / "w.pth"),
+                "--out",
+                str(out_dir),
+            ]
+        )
+        == 0
+    )
     model, variables = bcos_jax.load_checkpoint(str(out_dir))
     direct = convert.from_torch(NAME, reference.state_dict())
     jax.tree.map(np.testing.assert_array_equal, variables, direct)
 
     good, bad = _images(tmp_path)
     expl_dir = tmp_path / "expl"
-    rc = commands.main(["explain", *good, bad, "--checkpoint", str(out_dir), "--out", str(expl_dir)])
+    rc = commands.main(
+        ["explain", *good, bad, "--checkpoint", str(out_dir), "--out", str(expl_dir)]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "broken.png" in err and "not a readable image" in err
     for stem in ("img0", "img1"):
@@ -172,15 +209,29 @@ def test_cli_convert_load_and_explain(tmp_path, reference, capsys):
 
     # The CLI's numbers are those of the library on the same eval-transformed input.
     spec = models.get_spec(NAME)
-    x = common.encode_for(spec, eval_transform(common.load_image(good[0]), spec.resize, spec.input_size))[None]
+    x = common.encode_for(
+        spec, eval_transform(common.load_image(good[0]), spec.resize, spec.input_size)
+    )[None]
     e = bcos_jax.explain(model, variables, jnp.asarray(x))
     rec = json.loads((expl_dir / "img0_top5.json").read_text())
     assert rec["target"] == int(e.targets[0])
     np.testing.assert_allclose(rec["bias"], float(e.bias[0]), rtol=1e-5, atol=1e-6)
 
     # --model/--weights path, explicit target.
-    rc = commands.main(["explain", good[1], "--model", NAME, "--weights", str(tmp_path / "w.pth"), "--target", "3",
-                   "--out", str(tmp_path / "e2")])
+    rc = commands.main(
+        [
+            "explain",
+            good[1],
+            "--model",
+            NAME,
+            "--weights",
+            str(tmp_path / "w.pth"),
+            "--target",
+            "3",
+            "--out",
+            str(tmp_path / "e2"),
+        ]
+    )
     assert rc == 0 and json.loads((tmp_path / "e2" / "img1_top5.json").read_text())["target"] == 3
 
 

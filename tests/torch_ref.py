@@ -11,24 +11,24 @@ bcos = pytest.importorskip("bcos")
 torch.set_num_threads(1)  # tests run in parallel workers on a 2-core machine
 
 
-def nchw(x_nhwc: np.ndarray, dtype=np.float32) -> "torch.Tensor":
+def nchw(x_nhwc: np.ndarray, dtype=np.float32) -> torch.Tensor:
     """NumPy NHWC -> torch NCHW tensor of ``dtype`` (float32 unless a float64 comparison)."""
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x_nhwc, dtype).transpose(0, 3, 1, 2)))
 
 
-def float64_model(tmodel: "torch.nn.Module") -> "torch.nn.Module":
+def float64_model(tmodel: torch.nn.Module) -> torch.nn.Module:
     """A float64 copy of a torch module (the original is left in float32), for comparisons
     whose discrete choices float32 rounding could flip (tests/precision.py)."""
     return copy.deepcopy(tmodel).double()
 
 
-def nhwc(t: "torch.Tensor") -> np.ndarray:
+def nhwc(t: torch.Tensor) -> np.ndarray:
     """torch NCHW (or [N, C]) -> NumPy NHWC."""
     a = t.detach().cpu().numpy()
     return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
 
 
-def randomize_norm_stats(model: "torch.nn.Module", seed: int = 0) -> None:
+def randomize_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:
     """Give every norm layer non-trivial affine parameters and running statistics, so that
     parity tests fail if a norm is converted or applied wrongly."""
     g = torch.Generator().manual_seed(seed)
@@ -40,14 +40,16 @@ def randomize_norm_stats(model: "torch.nn.Module", seed: int = 0) -> None:
                     buf.copy_(0.5 + 1.5 * torch.rand(buf.shape, generator=g))
             if getattr(m, "running_mean", None) is not None:
                 m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-            is_norm = isinstance(m, (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm))
+            is_norm = isinstance(
+                m, (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+            )
             if is_norm and getattr(m, "weight", None) is not None:
                 m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
             if is_norm and getattr(m, "bias", None) is not None:
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
 
 
-def torch_explain(model: "torch.nn.Module", x_nhwc: np.ndarray, targets=None, float64: bool = False):
+def torch_explain(model: torch.nn.Module, x_nhwc: np.ndarray, targets=None, float64: bool = False):
     """Logits and explanation-mode input gradients W(x) of a bcos model.
 
     Returns (logits [N, C], weights [N, H, W, C_in], targets [N]) as NumPy; ``targets``

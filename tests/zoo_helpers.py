@@ -24,7 +24,7 @@ def encoded_image(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([x, 1.0 - x], axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def abstract_variables(name: str):
     spec = models.get_spec(name)
     model = models.create(name)
@@ -35,7 +35,9 @@ def abstract_variables(name: str):
 def structure_mismatch(name: str, shapes: dict) -> list:
     """What ``convert.from_torch`` would reject, from key -> shape alone (no arrays built)."""
     abstract = abstract_variables(name)
-    target = {(c,) + p: v.shape for c, tree in abstract.items() for p, v in convert._flatten(tree).items()}
+    target = {
+        (c,) + p: v.shape for c, tree in abstract.items() for p, v in convert._flatten(tree).items()
+    }
     prefix, filled, bad = models.get_spec(name).torch_prefix, set(), []
     for key, shape in shapes.items():
         parts = key[len(prefix):].split(".") if key.startswith(prefix) else None
@@ -44,7 +46,9 @@ def structure_mismatch(name: str, shapes: dict) -> list:
             continue
         if parts[-1] == "num_batches_tracked":
             continue
-        hit = next((f for f in ((c,) + p for c, p in convert._candidates(parts)) if f in target), None)
+        hit = next(
+            (f for f in ((c,) + p for c, p in convert._candidates(parts)) if f in target), None
+        )
         if hit is None:
             if parts[-1] != "running_mean":
                 bad.append(f"unexpected {key}")
@@ -58,7 +62,9 @@ def structure_mismatch(name: str, shapes: dict) -> list:
 
 
 def param_count(name: str) -> int:
-    return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(abstract_variables(name)["params"]))
+    return sum(
+        int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(abstract_variables(name)["params"])
+    )
 
 
 def read_listing(path: pathlib.Path) -> dict:
@@ -84,7 +90,9 @@ def explain_parity(name: str, tmodel, x: np.ndarray, targets, float64: bool = Fa
     logits_t, w_t, _ = torch_explain(tmodel, x, targets, float64=float64)
 
     def run(v, inp, t):
-        return jax.jit(lambda v, inp, t: explain(model, v, inp, t))(v, jnp.asarray(inp), jnp.asarray(t))
+        return jax.jit(lambda v, inp, t: explain(model, v, inp, t))(
+            v, jnp.asarray(inp), jnp.asarray(t)
+        )
 
     e = run_float64(run, variables, x, targets) if float64 else run(variables, x, targets)
     tol_logits, tol_w, tol_sum = (1e-10, 1e-10, 1e-12) if float64 else (1e-4, 1e-3, 1e-5)

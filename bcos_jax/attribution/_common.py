@@ -44,7 +44,9 @@ def check_input(x: Any, method: str) -> Array:
     return x
 
 
-def prepare_targets(targets: Optional[Any], logits: Optional[Array], n: int, method: str) -> Tuple[Array, bool]:
+def prepare_targets(
+    targets: Optional[Any], logits: Optional[Array], n: int, method: str
+) -> Tuple[Array, bool]:
     """Targets as an int32 [N, K] array and whether the caller asked for K targets per image.
 
     ``targets=None`` needs ``logits`` (the argmax class is explained).

@@ -13,7 +13,13 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from bcos_jax.attribution._common import check_input, finish, nearest_resize, prepare_targets, target_vjps
+from bcos_jax.attribution._common import (
+    check_input,
+    finish,
+    nearest_resize,
+    prepare_targets,
+    target_vjps,
+)
 from bcos_jax.attribution.model_fns import as_model_fns
 
 Array = jax.Array
@@ -30,16 +36,22 @@ def gradcam(model: Any, x: Array, targets: Optional[Array] = None, *, relu: bool
     """
     fns = as_model_fns(model, "gradcam")
     if fns.tap is None:
-        raise ValueError(f"gradcam: {fns.name!r} has no feature tap; build it with attribution.from_model")
+        raise ValueError(
+            f"gradcam: {fns.name!r} has no feature tap; build it with attribution.from_model"
+        )
     x = check_input(x, "gradcam")
     _, feat0 = jax.eval_shape(lambda inp: fns.tap(inp, None), x)
 
     # d logits / d features: the vjp in an additive perturbation of the feature map at 0
-    logits, vjp_fn, feats = jax.vjp(lambda d: fns.tap(x, d), jnp.zeros(feat0.shape, feat0.dtype), has_aux=True)
+    logits, vjp_fn, feats = jax.vjp(
+        lambda d: fns.tap(x, d), jnp.zeros(feat0.shape, feat0.dtype), has_aux=True
+    )
     tgt, multi = prepare_targets(targets, logits, x.shape[0], "gradcam")
     grads = target_vjps(vjp_fn, logits, tgt)  # [K, N, h, w, D]
     weights = jnp.sum(grads.astype(jnp.float32), axis=(2, 3), keepdims=True)
-    cam = jnp.sum(weights * feats.astype(jnp.float32)[None], axis=-1, keepdims=True)  # [K, N, h, w, 1]
+    cam = jnp.sum(
+        weights * feats.astype(jnp.float32)[None], axis=-1, keepdims=True
+    )  # [K, N, h, w, 1]
     if relu:
         cam = jnp.maximum(cam, 0)
     return finish(nearest_resize(cam, x.shape[1:3]).astype(x.dtype), multi)

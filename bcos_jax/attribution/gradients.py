@@ -1,4 +1,4 @@
-"""Gradient-based attributions: Gradient, Input×Gradient, B-cos (x·W(x)), Integrated Gradients, SmoothGrad.
+"""Gradient attributions: Gradient, Input×Gradient, B-cos (x·W(x)), IntGrad, SmoothGrad.
 
 All are pure and jittable: ``fns`` and every setting are static, ``x``/``targets`` traced.
 Shapes follow ``_common``: x [N, H, W, C_in]; targets None | [N] | [N, K]; result
@@ -89,7 +89,7 @@ IG_SCHEMES = (
 )
 
 
-def integration_points(n_steps: int, scheme: str) -> "tuple[np.ndarray, np.ndarray]":
+def integration_points(n_steps: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
     """(alphas [n_steps], weights [n_steps]) of a path-integral quadrature on [0, 1].
 
     'gausslegendre' and 'riemann_*' are captum's rules ('gausslegendre' is captum's default,
@@ -147,13 +147,18 @@ def integrated_gradients(
     fns = as_model_fns(model, "integrated_gradients")
     x = check_input(x, "integrated_gradients")
     n = x.shape[0]
-    x0 = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
+    x0 = (
+        jnp.zeros_like(x)
+        if baseline is None
+        else jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
+    )
     logits = fns.logits(x) if targets is None else None
     tgt, multi = prepare_targets(targets, logits, n, "integrated_gradients")
     alphas, weights = integration_points(n_steps, scheme)
     chunk = max(1, min(internal_batch_size, n_steps))
     items, valid = pad_to_multiple(
-        {"alpha": jnp.asarray(alphas, jnp.float32), "weight": jnp.asarray(weights, jnp.float32)}, chunk
+        {"alpha": jnp.asarray(alphas, jnp.float32), "weight": jnp.asarray(weights, jnp.float32)},
+        chunk,
     )
     items["weight"] = items["weight"] * valid
     diff = x - x0
@@ -210,7 +215,9 @@ def smoothgrad(
     tgt_rep = jnp.tile(tgt, (chunk, 1))
 
     def body(it):
-        noise = jax.vmap(lambda s: smoothgrad_noise(seed, s, x.shape[1:]))(it["sample"])  # [c, H, W, C]
+        noise = jax.vmap(lambda s: smoothgrad_noise(seed, s, x.shape[1:]))(
+            it["sample"]
+        )  # [c, H, W, C]
         xs = x[None] + (noise[:, None] * stdev[None, :, None, None, None]).astype(x.dtype)
         _, g = input_gradients(fns.logits, _tiled(xs), tgt_rep)
         g = g.reshape((g.shape[0], chunk, n) + x.shape[1:]).astype(jnp.float32)

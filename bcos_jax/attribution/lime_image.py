@@ -1,4 +1,4 @@
-"""LIME for images (Ribeiro et al. 2016) as the reference runs it (``explainers/lime.py`` + ``lime``).
+"""LIME for images (Ribeiro et al. 2016) as the reference runs it (``explainers/lime.py``).
 
 1. Superpixels: ``skimage.segmentation.quickshift(rgb, kernel_size=4, max_dist=200,
    ratio=0.2)`` (skimage's own seed 42) on the RGB image — host-side NumPy, the only part
@@ -31,7 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcos_jax.attribution._common import check_input, finish, pad_to_multiple, prepare_targets, scan_chunks, select_targets
+from bcos_jax.attribution._common import (
+    check_input,
+    finish,
+    pad_to_multiple,
+    prepare_targets,
+    scan_chunks,
+    select_targets,
+)
 from bcos_jax.attribution.model_fns import as_model_fns
 
 Array = jax.Array
@@ -49,14 +56,18 @@ __all__ = [
 def quickshift_segments(
     rgb: np.ndarray, kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2
 ) -> np.ndarray:
-    """Quickshift superpixels of RGB images [N, H, W, 3] in [0, 1] -> ids [N, H, W] int32 (0..M_n−1)."""
+    """Quickshift superpixels of RGB images [N, H, W, 3] in [0, 1] -> int32 ids [N, H, W]."""
     try:
         from skimage.segmentation import quickshift
     except ImportError as e:  # pragma: no cover - scikit-image is a dependency
-        raise ImportError("LIME needs scikit-image for quickshift superpixels: pip install scikit-image") from e
+        raise ImportError(
+            "LIME needs scikit-image for quickshift superpixels: pip install scikit-image"
+        ) from e
     rgb = np.asarray(rgb, np.float64)
     if rgb.ndim != 4 or rgb.shape[-1] != 3:
-        raise ValueError(f"quickshift_segments expects RGB images [N, H, W, 3], got shape {rgb.shape}")
+        raise ValueError(
+            f"quickshift_segments expects RGB images [N, H, W, 3], got shape {rgb.shape}"
+        )
     out = np.empty(rgb.shape[:3], np.int32)
     for i, img in enumerate(np.clip(rgb, 0.0, 1.0)):
         seg = quickshift(img, kernel_size=kernel_size, max_dist=max_dist, ratio=ratio)
@@ -73,9 +84,9 @@ def segment_bucket(segments: np.ndarray, multiple: int = 64) -> int:
 def lime_samples(seed: int, num_samples: int, max_segments: int) -> Array:
     """Binary samples [num_samples, max_segments] (row 0 all ones); column j from its own stream."""
     key = jax.random.key(seed)
-    cols = jax.vmap(lambda j: jax.random.bernoulli(jax.random.fold_in(key, j), 0.5, (num_samples,)))(
-        jnp.arange(max_segments)
-    )
+    cols = jax.vmap(
+        lambda j: jax.random.bernoulli(jax.random.fold_in(key, j), 0.5, (num_samples,))
+    )(jnp.arange(max_segments))
     return cols.T.astype(jnp.float32).at[0].set(1.0)
 
 
@@ -129,7 +140,9 @@ def lime_from_segments(
     if seg.shape != x.shape[:3]:
         raise ValueError(f"lime: segments must be [N, H, W] = {x.shape[:3]}, got {seg.shape}")
     if num_samples < 2 or num_features < 1:
-        raise ValueError(f"lime: need num_samples >= 2 and num_features >= 1, got {num_samples}, {num_features}")
+        raise ValueError(
+            f"lime: need num_samples >= 2 and num_features >= 1, got {num_samples}, {num_features}"
+        )
     m = max_segments
     tgt, multi = prepare_targets(targets, fns.logits(x) if targets is None else None, n, "lime")
     z = lime_samples(seed, num_samples, m)  # [S, M]
@@ -153,15 +166,21 @@ def lime_from_segments(
         zn = z * pres[None]
         ones = jnp.sum(zn, axis=1)
         # sklearn cosine distance to the all-ones row; an all-zero row has similarity 0.
-        cos = jnp.where(ones > 0, ones / (jnp.sqrt(jnp.maximum(ones, 1e-12)) * jnp.sqrt(count)), 0.0)
+        cos = jnp.where(
+            ones > 0, ones / (jnp.sqrt(jnp.maximum(ones, 1e-12)) * jnp.sqrt(count)), 0.0
+        )
         d = 1.0 - cos
         wts = jnp.sqrt(jnp.exp(-(d**2) / kernel_width**2))
         return _weighted_ridge(zn, yn, wts, ridge_alpha)  # [M, K]
 
-    coef = jax.vmap(per_image, in_axes=(1, 0, 0))(y, present, n_seg.astype(jnp.float32))  # [N, M, K]
+    coef = jax.vmap(per_image, in_axes=(1, 0, 0))(
+        y, present, n_seg.astype(jnp.float32)
+    )  # [N, M, K]
     coef = jnp.moveaxis(coef, -1, 0) * present[None]  # [K, N, M]
     # Positive evidence only: the largest positive coefficients, fewer if fewer are positive.
-    vals, idx = jax.lax.top_k(jnp.where(coef > 0, coef, -jnp.inf), min(num_features, m))  # [K, N, k]
+    vals, idx = jax.lax.top_k(
+        jnp.where(coef > 0, coef, -jnp.inf), min(num_features, m)
+    )  # [K, N, k]
     chosen = jnp.isfinite(vals)
     sel = jnp.zeros(coef.shape, jnp.float32)
     sel = jax.vmap(jax.vmap(lambda s, i, c: s.at[i].max(c.astype(jnp.float32))))(sel, idx, chosen)
@@ -218,7 +237,9 @@ def lime_attributor(
     superpixel bucket (``segment_bucket``).
     """
     fns = as_model_fns(fns, "lime")
-    core = jax.jit(functools.partial(lime_from_segments, fns, **settings), static_argnames=("max_segments",))
+    core = jax.jit(
+        functools.partial(lime_from_segments, fns, **settings), static_argnames=("max_segments",)
+    )
 
     def run(x, targets=None):
         rgb = np.asarray(fns.decode(jnp.asarray(x)))

@@ -67,8 +67,14 @@ from bcos_jax.explain import explain as _explain
 
 Array = jax.Array
 
-__all__ = ["ModelFns", "FeatureSite", "as_model_fns", "from_model", "from_zoo", "imagenet_normalize"]
-
+__all__ = [
+    "ModelFns",
+    "FeatureSite",
+    "as_model_fns",
+    "from_model",
+    "from_zoo",
+    "imagenet_normalize",
+]
 
 
 def _identity(x):
@@ -118,7 +124,9 @@ def as_model_fns(model: Any, method: str) -> ModelFns:
         return model
     if callable(model):
         return ModelFns(logits=model)
-    raise TypeError(f"{method}: expected a ModelFns or a function x -> logits, got {type(model).__name__}")
+    raise TypeError(
+        f"{method}: expected a ModelFns or a function x -> logits, got {type(model).__name__}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +174,9 @@ def _record_calls(apply: Callable[[Array], Any], x_struct: jax.ShapeDtypeStruct)
             "path": tuple(context.module.path),
             "method": context.method_name,
             "input": getattr(args[0], "shape", None) if args else None,
-            "has_params": bool(context.module.variables.get("params")) if context.module.scope else False,
+            "has_params": bool(context.module.variables.get("params"))
+            if context.module.scope
+            else False,
         }
         calls.append(entry)
         out = next_fun(*args, **kwargs)
@@ -187,18 +197,26 @@ def _occurrence(calls: List[dict], i: int) -> int:
     return sum(1 for d in calls[:i] if d["path"] == c["path"] and d["method"] == c["method"])
 
 
-def find_feature_site(apply: Callable[[Array], Any], x_struct: jax.ShapeDtypeStruct, name: str) -> FeatureSite:
-    """The documented automatic rule (module docstring) for the feature map before the classifier."""
+def find_feature_site(
+    apply: Callable[[Array], Any], x_struct: jax.ShapeDtypeStruct, name: str
+) -> FeatureSite:
+    """The automatic rule (module docstring) for the feature map before the classifier."""
     calls = _record_calls(apply, x_struct)
     children = [i for i, c in enumerate(calls) if len(c["path"]) == 1 and c["method"] == "__call__"]
     with_params = [i for i in children if calls[i]["has_params"]]
     if not with_params:
-        raise ValueError(f"{name}: found no top-level submodule with parameters to use as the classifier")
+        raise ValueError(
+            f"{name}: found no top-level submodule with parameters to use as the classifier"
+        )
     k = with_params[-1]
     clf = calls[k]
     if clf["input"] is not None and _is_map(clf["input"]):
         return FeatureSite(path=clf["path"], occurrence=_occurrence(calls, k), where="input")
-    before = [i for i in children if i < k and calls[i].get("end", 0) <= k and calls[i]["output"] is not None]
+    before = [
+        i
+        for i in children
+        if i < k and calls[i].get("end", 0) <= k and calls[i]["output"] is not None
+    ]
     maps = [i for i in before if _is_map(calls[i]["output"])]
     if not maps:
         raise ValueError(
@@ -213,7 +231,7 @@ def find_feature_site(apply: Callable[[Array], Any], x_struct: jax.ShapeDtypeStr
 def tapped_apply(
     apply: Callable[[Array], Any], site: FeatureSite, x: Array, delta: Optional[Array], name: str
 ) -> Tuple[Array, Array]:
-    """Run ``apply(x)`` adding ``delta`` at the feature site; return (logits, features [N, h, w, D])."""
+    """``apply(x)`` with ``delta`` added at the feature site -> (logits, features [N, h, w, D])."""
     seen = [0]
     captured: List[Array] = []
 
@@ -226,7 +244,9 @@ def tapped_apply(
             return next_fun(*args, **kwargs)
         if site.where == "input":
             if not args or not hasattr(args[0], "shape"):
-                raise ValueError(f"{name}: {'/'.join(site.path)!r} is not called with an array as first argument")
+                raise ValueError(
+                    f"{name}: {'/'.join(site.path)!r} is not called with an array as first argument"
+                )
             feat = args[0]
             captured.append(feat)
             if delta is not None:
@@ -234,7 +254,9 @@ def tapped_apply(
             return next_fun(*args, **kwargs)
         out = next_fun(*args, **kwargs)
         if not hasattr(out, "shape"):
-            raise ValueError(f"{name}: feature layer {'/'.join(site.path)!r} does not return an array")
+            raise ValueError(
+                f"{name}: feature layer {'/'.join(site.path)!r} does not return an array"
+            )
         captured.append(out)
         return out if delta is None else out + delta.reshape(out.shape).astype(out.dtype)
 
@@ -242,13 +264,15 @@ def tapped_apply(
         logits = logits_of(apply(x))
     if not captured:
         raise ValueError(
-            f"{name}: feature layer {'/'.join(site.path)!r} ({site.method}, call #{site.occurrence}) "
+            f"{name}: feature layer {'/'.join(site.path)!r} ({site.method}, call "
+            f"#{site.occurrence}) "
             "was not called by the forward pass"
         )
     feat = captured[0]
     if not _is_map(feat.shape):
         raise ValueError(
-            f"{name}: feature layer {'/'.join(site.path)!r} gives shape {feat.shape}; Grad-CAM needs a "
+            f"{name}: feature layer {'/'.join(site.path)!r} gives shape {feat.shape}; Grad-CAM "
+            "needs a "
             "feature map [N, h, w, D] (or square tokens [N, T, D])"
         )
     return logits, _as_map(feat)
@@ -289,7 +313,7 @@ def from_model(
 
     if feature_layer is not None:
         fixed = _parse_layer(feature_layer)
-        site_for = lambda shape, dtype: fixed  # noqa: E731
+        site_for = lambda shape, dtype: fixed
     else:
 
         @functools.lru_cache(maxsize=16)
@@ -311,7 +335,9 @@ def from_model(
     )
 
 
-def from_zoo(name: str, variables: Any, model: Optional[nn.Module] = None, **kwargs: Any) -> ModelFns:
+def from_zoo(
+    name: str, variables: Any, model: Optional[nn.Module] = None, **kwargs: Any
+) -> ModelFns:
     """``from_model`` for the zoo model ``name`` (B-cos or not from its ``ModelSpec``)."""
     from bcos_jax.models import create, get_spec
 

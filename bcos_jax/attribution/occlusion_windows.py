@@ -24,7 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcos_jax.attribution._common import check_input, finish, pad_to_multiple, prepare_targets, scan_chunks, select_targets
+from bcos_jax.attribution._common import (
+    check_input,
+    finish,
+    pad_to_multiple,
+    prepare_targets,
+    scan_chunks,
+    select_targets,
+)
 from bcos_jax.attribution.model_fns import as_model_fns
 
 Array = jax.Array
@@ -37,7 +44,9 @@ def occlusion_windows(size: int, ks: int, stride: int) -> np.ndarray:
     if ks < 1 or stride < 1:
         raise ValueError(f"occlusion: ks and stride must be >= 1, got ks={ks}, stride={stride}")
     if size % stride:
-        raise ValueError(f"occlusion: the image side {size} must be a multiple of the stride {stride}")
+        raise ValueError(
+            f"occlusion: the image side {size} must be a multiple of the stride {stride}"
+        )
     if ks % 2 == 1:
         half, off = (ks - 1) // 2, 0
     else:
@@ -75,7 +84,9 @@ def occlusion(
     clean = fns.logits(x)
     tgt, multi = prepare_targets(targets, clean, n, "occlusion")
     chunk = max(1, min(internal_batch_size, ph * pw))
-    items, valid = pad_to_multiple({"r": jnp.asarray(ri.ravel()), "c": jnp.asarray(ci.ravel())}, chunk)
+    items, valid = pad_to_multiple(
+        {"r": jnp.asarray(ri.ravel()), "c": jnp.asarray(ci.ravel())}, chunk
+    )
     items["valid"] = valid
     clean_t = select_targets(clean.astype(jnp.float32), tgt)  # [N, K]
 

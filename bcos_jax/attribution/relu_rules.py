@@ -27,11 +27,25 @@ from bcos_jax.attribution.model_fns import as_model_fns
 
 Array = jax.Array
 
-__all__ = ["deeplift", "deeplift_relu", "guided_backprop", "guided_relu", "with_relu_rule", "count_relus"]
+__all__ = [
+    "deeplift",
+    "deeplift_relu",
+    "guided_backprop",
+    "guided_relu",
+    "with_relu_rule",
+    "count_relus",
+]
 
 # Higher-order primitives whose body we evaluate ourselves (their semantics is "call").
-_CALL_PARAMS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
-                "remat": "jaxpr", "checkpoint": "jaxpr", "custom_jvp_call": "call_jaxpr"}
+_CALL_PARAMS = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+}
 
 
 def _sub(eqn) -> Optional[Any]:
@@ -39,7 +53,7 @@ def _sub(eqn) -> Optional[Any]:
     return eqn.params.get(key) if key else None
 
 
-def _open(j) -> "tuple[Any, list]":
+def _open(j) -> tuple[Any, list]:
     return (j.jaxpr, list(j.consts)) if isinstance(j, jcore.ClosedJaxpr) else (j, [])
 
 
@@ -139,7 +153,9 @@ def _eval(jaxpr, consts, args, rule):
     return [read(v) for v in jaxpr.outvars]
 
 
-def with_relu_rule(fn: Callable[[Array], Array], rule: Callable[[Array], Array]) -> Callable[[Array], Array]:
+def with_relu_rule(
+    fn: Callable[[Array], Array], rule: Callable[[Array], Array]
+) -> Callable[[Array], Array]:
     """``fn`` with every ``jax.nn.relu`` call replaced by ``rule`` (same forward values).
 
     fn: one array in, one array out (e.g. x -> logits). Traced per call (cheap under jit).
@@ -189,7 +205,9 @@ def _deeplift_fwd(z):
 
 def _deeplift_bwd(z, g):
     if z.shape[0] % 2:
-        raise ValueError(f"deeplift_relu: expected an even batch [inputs; references], got shape {z.shape}")
+        raise ValueError(
+            f"deeplift_relu: expected an even batch [inputs; references], got shape {z.shape}"
+        )
     zi, zr = jnp.split(z, 2, axis=0)
     dz = zi - zr
     dy = jnp.maximum(zi, 0) - jnp.maximum(zr, 0)
@@ -212,7 +230,9 @@ def guided_backprop(model: Any, x: Array, targets: Optional[Array] = None) -> Ar
     return finish(target_vjps(vjp_fn, logits, tgt), multi)
 
 
-def deeplift(model: Any, x: Array, targets: Optional[Array] = None, *, baseline: Optional[Array] = None) -> Array:
+def deeplift(
+    model: Any, x: Array, targets: Optional[Array] = None, *, baseline: Optional[Array] = None
+) -> Array:
     """DeepLIFT with the rescale rule (captum ``DeepLift``, 'DeepLIFT'): (x − x₀) ⊙ multipliers.
 
     The network is run once on ``[x; x₀]`` (zero baseline by default); the model must treat
@@ -221,7 +241,11 @@ def deeplift(model: Any, x: Array, targets: Optional[Array] = None, *, baseline:
     fns = as_model_fns(model, "deeplift")
     x = check_input(x, "deeplift")
     n = x.shape[0]
-    x0 = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
+    x0 = (
+        jnp.zeros_like(x)
+        if baseline is None
+        else jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
+    )
     ruled = with_relu_rule(fns.logits, deeplift_relu)
 
     def f(inp):

@@ -23,7 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bcos_jax.attribution._common import check_input, finish, pad_to_multiple, prepare_targets, scan_chunks, select_targets
+from bcos_jax.attribution._common import (
+    check_input,
+    finish,
+    pad_to_multiple,
+    prepare_targets,
+    scan_chunks,
+    select_targets,
+)
 from bcos_jax.attribution.model_fns import as_model_fns
 
 Array = jax.Array
@@ -84,7 +91,9 @@ def _build(grids: Array, shifts: Array, rh: Array, rw: Array, size: Tuple[int, i
     return jax.vmap(one)(grids, shifts)
 
 
-def rise_masks(n: int = 500, s: int = 8, p1: float = 0.1, size: Tuple[int, int] = (224, 224), seed: int = 42) -> Array:
+def rise_masks(
+    n: int = 500, s: int = 8, p1: float = 0.1, size: Tuple[int, int] = (224, 224), seed: int = 42
+) -> Array:
     """All n masks [n, H, W] (for inspection and tests; ``rise`` never stacks them)."""
     grids, shifts, cell = rise_mask_parameters(n, s, p1, tuple(size), seed)
     rh, rw = _interp(tuple(size), s, cell)
@@ -114,7 +123,9 @@ def rise(
     rh, rw = _interp((h, w), s, cell)
     tgt, multi = prepare_targets(targets, fns.logits(x) if targets is None else None, n, "rise")
     chunk = max(1, min(internal_batch_size, n_masks))
-    items, valid = pad_to_multiple({"grid": jnp.asarray(grids), "shift": jnp.asarray(shifts)}, chunk)
+    items, valid = pad_to_multiple(
+        {"grid": jnp.asarray(grids), "shift": jnp.asarray(shifts)}, chunk
+    )
     items["valid"] = valid
 
     def body(it):

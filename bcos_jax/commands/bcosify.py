@@ -19,7 +19,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bcos_jax.bcosify import bcosify, bcosified_name
+    from bcos_jax.bcosify import bcosified_name, bcosify
 
     loaded = common.load_model(args)
     arch = {} if args.num_classes is None else {"num_classes": args.num_classes}

@@ -1,11 +1,11 @@
 """The input pipeline: tfds ArrayRecord (or the synthetic quickstart) -> grain -> NumPy batches.
 
     from bcos_jax import data
-    cfg = data.default_config()                  # v2 ImageNet; or default_config('long'), ('quickstart'), ...
-    info = data.dataset_info(cfg)                # DatasetInfo(num_classes, num_train, num_eval, ...)
+    cfg = data.default_config()      # v2 ImageNet; or default_config('long'), ('quickstart'), ...
+    info = data.dataset_info(cfg)    # DatasetInfo(num_classes, num_train, num_eval, ...)
     ds = data.make_dataset(cfg, cfg.train_split, train=True, global_batch_size=256, seed=0)
-    it = iter(ds)                                # it.get_state() / it.set_state(state): exact resume
-    batch = next(it)                             # this host's rows only (global_batch_size // process_count)
+    it = iter(ds)                    # it.get_state() / it.set_state(state): exact resume
+    batch = next(it)                 # this host's rows only (global_batch_size // process_count)
 
 Batches are dicts of NumPy arrays: 'image' float32 [B, S, S, 6] (``[x, 1-x]`` of an image in
 [0, 1]; [B, S, S, 3] normalised with the ImageNet mean/std when ``add_inverse`` is False),
@@ -22,7 +22,8 @@ Config fields (``default_config()``; a field left out of a config takes this def
                   folders of images in PATH/train, PATH/val; ``bcos_jax.data.folder``),
                   'cifar10', 'imagenet2012', or any tfds image-classification dataset
                   prepared as ArrayRecord.                                           'imagenet2012'
-  data_dir        tfds data directory; '' = tfds' default ($TFDS_DATA_DIR, ~/tensorflow_datasets). ''
+  data_dir        tfds data directory; '' = tfds' default                            ''
+                  ($TFDS_DATA_DIR, else ~/tensorflow_datasets).
   train_split     split read by training (tfds slicing allowed, 'train[:99%]').      'train'
   eval_split      split read by evaluation.                                          'validation'
   image_key       feature holding the image.                                         'image'
@@ -43,11 +44,12 @@ Config fields (``default_config()``; a field left out of a config takes this def
   prefetch        batches buffered per process (at least num_threads).              2
   num_train, num_eval, num_classes, synthetic_seed   synthetic tasks only: split sizes,
                   classes (2..6 / 2..5; 0 = all of the task), content seed (the dataset,
-                  not the training seed).                                            5000, 1000, 0, 0
+                  not the training seed).                                            5000/1000/0/0
 
 Reference recipes (docs/recipes.md) as ``default_config(preset)``
 ---------------------------------------------------------------------
-  v2 (default)  ImageNet bcos_final: RandomResizedCrop(224) + hflip; eval Resize(256) + CenterCrop(224).
+  v2 (default)  ImageNet bcos_final: RandomResizedCrop(224) + hflip; eval Resize(256) +
+                CenterCrop(224).
   long          bcos_final_long: RRC(176) + hflip + TrivialAugmentWide + RandomErasing(0.1),
                 mixup 0.2 / cutmix 1.0, repeated_aug 4; eval Resize(232) + CenterCrop(224).
   vit           vit_final: RRC(224) + hflip + RandAugment(magnitude 10), mixup 0.2.

@@ -149,10 +149,14 @@ def hflip(img: Image.Image) -> Image.Image:
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
-def random_crop_params(rng: np.random.Generator, height: int, width: int, size: int) -> Tuple[int, int]:
+def random_crop_params(
+    rng: np.random.Generator, height: int, width: int, size: int
+) -> Tuple[int, int]:
     """``RandomCrop.get_params`` on an (already padded) image: (top, left)."""
     if height < size or width < size:
-        raise ValueError(f"random crop of {size} from a {height}x{width} image: the image is too small")
+        raise ValueError(
+            f"random crop of {size} from a {height}x{width} image: the image is too small"
+        )
     if (height, width) == (size, size):
         return 0, 0
     return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
@@ -192,7 +196,14 @@ def _inverse_affine_matrix(center, angle, translate, scale, shear) -> List[float
 
 
 def affine(
-    img, angle=0.0, translate=(0, 0), scale=1.0, shear=(0.0, 0.0), resample=BILINEAR, fill=0.0, center=None
+    img,
+    angle=0.0,
+    translate=(0, 0),
+    scale=1.0,
+    shear=(0.0, 0.0),
+    resample=BILINEAR,
+    fill=0.0,
+    center=None,
 ):
     """torchvision ``F.affine`` on a PIL image (centre defaults to the image centre)."""
     if center is None:
@@ -219,7 +230,10 @@ def trivial_augment_wide_space(num_bins: int = 31) -> Dict[str, Tuple[Optional[n
         "Color": (_linspace(0.0, 0.99, num_bins), True),
         "Contrast": (_linspace(0.0, 0.99, num_bins), True),
         "Sharpness": (_linspace(0.0, 0.99, num_bins), True),
-        "Posterize": (8 - np.round(np.arange(num_bins) / ((num_bins - 1) / 6)).astype(np.int64), False),
+        "Posterize": (
+            8 - np.round(np.arange(num_bins) / ((num_bins - 1) / 6)).astype(np.int64),
+            False,
+        ),
         "Solarize": (_linspace(255.0, 0.0, num_bins), False),
         "AutoContrast": (None, False),
         "Equalize": (None, False),
@@ -229,7 +243,7 @@ def trivial_augment_wide_space(num_bins: int = 31) -> Dict[str, Tuple[Optional[n
 def rand_augment_space(
     num_bins: int, height: int, width: int
 ) -> Dict[str, Tuple[Optional[np.ndarray], bool]]:
-    """``RandAugment._augmentation_space`` for an image of the given size, in torchvision's op order."""
+    """``RandAugment._augmentation_space`` for an image of this size, in torchvision's op order."""
     return {
         "Identity": (None, False),
         "ShearX": (_linspace(0.0, 0.3, num_bins), True),
@@ -241,7 +255,10 @@ def rand_augment_space(
         "Color": (_linspace(0.0, 0.9, num_bins), True),
         "Contrast": (_linspace(0.0, 0.9, num_bins), True),
         "Sharpness": (_linspace(0.0, 0.9, num_bins), True),
-        "Posterize": (8 - np.round(np.arange(num_bins) / ((num_bins - 1) / 4)).astype(np.int64), False),
+        "Posterize": (
+            8 - np.round(np.arange(num_bins) / ((num_bins - 1) / 4)).astype(np.int64),
+            False,
+        ),
         "Solarize": (_linspace(255.0, 0.0, num_bins), False),
         "AutoContrast": (None, False),
         "Equalize": (None, False),
@@ -267,7 +284,7 @@ def sample_rand_augment(
     magnitude: int = 9,
     num_bins: int = 31,
 ) -> List[Tuple[str, float]]:
-    """``RandAugment``: ``num_ops`` uniform ops (with replacement) at bin ``magnitude``, random signs."""
+    """``RandAugment``: ``num_ops`` uniform ops (drawn with replacement) at ``magnitude``."""
     if not 0 <= magnitude < num_bins:
         raise ValueError(f"RandAugment magnitude {magnitude} must be in [0, {num_bins})")
     space = rand_augment_space(num_bins, height, width)
@@ -296,7 +313,9 @@ def apply_op(
     if name == "TranslateY":
         return affine(img, translate=(0, int(magnitude)), resample=resample, fill=fill)
     if name == "Rotate":
-        return img.rotate(magnitude, resample, expand=False, center=None, fillcolor=_fill(img, fill))
+        return img.rotate(
+            magnitude, resample, expand=False, center=None, fillcolor=_fill(img, fill)
+        )
     if name == "Brightness":
         return ImageEnhance.Brightness(img).enhance(1.0 + magnitude)
     if name == "Color":
@@ -431,7 +450,10 @@ def apply_v1_op_to_mask(mask: Image.Image, name: str, v: float, extra=None) -> I
 
 
 def color_jitter_params(
-    rng: np.random.Generator, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4
+    rng: np.random.Generator,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
 ) -> List[Tuple[str, float]]:
     """``ColorJitter.get_params`` (no hue): the enhancers in a random order with uniform factors."""
     order = rng.permutation(4)  # torchvision permutes all four, hue included

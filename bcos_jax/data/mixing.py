@@ -51,7 +51,9 @@ def mixup(
     return images.astype(np.float32), targets.astype(np.float32), mask, lam
 
 
-def cutmix_box(rng: np.random.Generator, height: int, width: int, lam: float) -> Tuple[int, int, int, int]:
+def cutmix_box(
+    rng: np.random.Generator, height: int, width: int, lam: float
+) -> Tuple[int, int, int, int]:
     """The cutmix box (y1, y2, x1, x2) for mixing weight ``lam``: a random centre and half sides
     ``int(0.5 sqrt(1 - lam) * side)``, clipped to the image (so the area can be smaller)."""
     r_x = int(rng.integers(width))

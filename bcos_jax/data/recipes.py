@@ -5,7 +5,8 @@ to float32 [S, S, 3], in [0, 1] for B-cos models (``add_inverse`` happens on the
 normalised with the ImageNet mean/std for standard models:
 
   recipe   per-example steps (torchvision names)                            reference
-  v2       RandomResizedCrop(S) + hflip [+ RandAugment(m) if m > 0]           v2 bcos_final (+ vit_final)
+  v2       RandomResizedCrop(S) + hflip [+ RandAugment(m) if m > 0]           v2 bcos_final
+                                                                              (+ vit_final)
   long     RandomResizedCrop(S) + hflip + TrivialAugmentWide                  v2 bcos_final_long
   v1       RandAugment_v1(2, 9) + RandomResizedCrop(S) + hflip                v1 ImageNet
            + ColorJitter(0.4, 0.4, 0.4) + Lighting(0.1)
@@ -59,8 +60,8 @@ class ImageTransform:
             raise ValueError(f"unknown augment recipe {recipe!r}; choose one of {RECIPES}")
         if randaugment_magnitude and recipe != "v2":
             raise ValueError(
-                f"randaugment_magnitude={randaugment_magnitude} is only used with augment='v2' (the "
-                f"ViT recipe); recipe {recipe!r} has its own policy or none"
+                f"randaugment_magnitude={randaugment_magnitude} is only used with augment='v2' "
+                f"(the ViT recipe); recipe {recipe!r} has its own policy or none"
             )
         if not 0.0 <= random_erasing <= 1.0:
             raise ValueError(f"random_erasing is a probability, got {random_erasing}")
@@ -69,21 +70,26 @@ class ImageTransform:
         self.recipe, self.image_size = recipe, int(image_size)
         self.eval_resize, self.eval_crop = int(eval_resize), int(eval_crop)
         if output_size is None:
-            output_size = (self.eval_crop or self.image_size) if recipe == "eval" else self.image_size
+            output_size = (
+                (self.eval_crop or self.image_size) if recipe == "eval" else self.image_size
+            )
         self.output_size = int(output_size)
         self.randaugment_magnitude = int(randaugment_magnitude)
         self.random_erasing, self.normalize = float(random_erasing), bool(normalize)
 
     def __repr__(self) -> str:
         return (
-            f"ImageTransform(recipe={self.recipe!r}, image_size={self.image_size}, eval_resize="
-            f"{self.eval_resize}, eval_crop={self.eval_crop}, output_size={self.output_size}, "
-            f"randaugment_magnitude={self.randaugment_magnitude}, random_erasing={self.random_erasing}, "
-            f"normalize={self.normalize})"
+            f"ImageTransform(recipe={self.recipe!r}, image_size={self.image_size}, "
+            f"eval_resize={self.eval_resize}, eval_crop={self.eval_crop}, "
+            f"output_size={self.output_size}, randaugment_magnitude={self.randaugment_magnitude}, "
+            f"random_erasing={self.random_erasing}, normalize={self.normalize})"
         )
 
     def __call__(
-        self, image: np.ndarray, rng: Optional[np.random.Generator] = None, mask: Optional[np.ndarray] = None
+        self,
+        image: np.ndarray,
+        rng: Optional[np.random.Generator] = None,
+        mask: Optional[np.ndarray] = None,
     ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """uint8 [H, W, 3] (+ bool [H, W] mask) -> float32 [S, S, 3] (+ bool [S, S] mask)."""
         img = _to_pil(image)
@@ -93,8 +99,9 @@ class ImageTransform:
         img, m = getattr(self, f"_{self.recipe}")(img, m, rng)
         if img.size != (self.output_size, self.output_size):
             raise ValueError(
-                f"the {self.recipe!r} transform produced a {img.height}x{img.width} image, expected "
-                f"{self.output_size}x{self.output_size}; set eval_resize/eval_crop (or image_size) "
+                f"the {self.recipe!r} transform produced a {img.height}x{img.width} image, "
+                f"expected {self.output_size}x{self.output_size}; set eval_resize/eval_crop (or "
+                "image_size) "
                 "to match the dataset's image sizes"
             )
         x = A.to_float(img)
@@ -124,7 +131,9 @@ class ImageTransform:
     def _v2(self, img, m, rng):
         img, m = self._rrc_flip(img, m, rng)
         if self.randaugment_magnitude > 0:
-            for name, mag in A.sample_rand_augment(rng, img.height, img.width, 2, self.randaugment_magnitude):
+            for name, mag in A.sample_rand_augment(
+                rng, img.height, img.width, 2, self.randaugment_magnitude
+            ):
                 img = A.apply_op(img, name, mag)
                 m = None if m is None else A.apply_op_to_mask(m, name, mag)
         return img, m
@@ -145,8 +154,9 @@ class ImageTransform:
     def _cifar(self, img, m, rng):
         if img.size != (self.image_size, self.image_size):
             raise ValueError(
-                f"augment='cifar' takes images of the crop size {self.image_size}x{self.image_size} "
-                f"(RandomCrop with padding {CIFAR_PADDING}), got {img.height}x{img.width}; use 'v2' "
+                "augment='cifar' takes images of the crop size "
+                f"{self.image_size}x{self.image_size} (RandomCrop with padding {CIFAR_PADDING}), "
+                f"got {img.height}x{img.width}; use 'v2' "
                 "for datasets of other or varying image sizes"
             )
         if rng.random() < 0.5:
@@ -177,5 +187,7 @@ def _to_pil(image: np.ndarray) -> Image.Image:
     if a.ndim == 2:  # greyscale datasets: replicate to RGB, as PIL .convert('RGB') would
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[-1] != 3:
-        raise ValueError(f"expected an image [H, W, 3] (or greyscale [H, W(, 1)]), got shape {a.shape}")
+        raise ValueError(
+            f"expected an image [H, W, 3] (or greyscale [H, W(, 1)]), got shape {a.shape}"
+        )
     return Image.fromarray(a)

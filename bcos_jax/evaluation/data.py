@@ -41,7 +41,10 @@ def _check_image_values(images: np.ndarray, name: str) -> None:
         )
     finite = np.isfinite(images)
     if not finite.all():
-        raise ValueError(f"{name}: images contain {int(images.size - finite.sum())} non-finite value(s) (NaN or inf)")
+        raise ValueError(
+            f"{name}: images contain {int(images.size - finite.sum())} non-finite value(s) (NaN or "
+            "inf)"
+        )
     if images.size:
         lo, hi = float(images.min()), float(images.max())
         if lo < -1e-6 or hi > 1 + 1e-6:
@@ -56,7 +59,8 @@ class EvalData:
     """An evaluation set.
 
     Attributes:
-      source: ``len`` and ``[i] -> dict`` with 'image' [H, W, 3], 'label' and optionally 'mask' [H, W].
+      source: ``len`` and ``[i] -> dict`` with 'image' [H, W, 3], 'label' and optionally
+        'mask' [H, W].
       num_classes: number of classes of the model's output.
       name: for the summary.
       transform: optional image transform (applied before scaling to [0, 1] if it returns uint8).
@@ -77,24 +81,37 @@ class EvalData:
         first = self.source[0]
         missing = {"image", "label"} - set(first)
         if missing:
-            raise ValueError(f"evaluation examples need keys 'image' and 'label'; {self.name!r} lacks {sorted(missing)}")
+            raise ValueError(
+                f"evaluation examples need keys 'image' and 'label'; {self.name!r} lacks "
+                f"{sorted(missing)}"
+            )
         self.has_masks = "mask" in first and first["mask"] is not None
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray, masks: Optional[np.ndarray] = None,
                     num_classes: Optional[int] = None, name: str = "arrays",
-                    limit: Optional[int] = None) -> "EvalData":
-        """From arrays: images [M, H, W, 3] (uint8 or float in [0, 1]), labels [M], masks [M, H, W]."""
+                    limit: Optional[int] = None) -> EvalData:
+        """From arrays: images [M, H, W, 3] (uint8 or float in [0, 1]), labels [M], masks [M, H, W].
+        """
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be [M, H, W, 3], got shape {images.shape}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must be [M] with M={images.shape[0]}, got shape {labels.shape}")
+            raise ValueError(
+                f"labels must be [M] with M={images.shape[0]}, got shape {labels.shape}"
+            )
         if masks is not None and np.asarray(masks).shape != images.shape[:3]:
-            raise ValueError(f"masks must be [M, H, W] = {images.shape[:3]}, got {np.asarray(masks).shape}")
+            raise ValueError(
+                f"masks must be [M, H, W] = {images.shape[:3]}, got {np.asarray(masks).shape}"
+            )
         _check_image_values(images, name)
         k = int(labels.max()) + 1 if num_classes is None else num_classes
-        return cls(_ArraySource(images, labels, None if masks is None else np.asarray(masks)), k, name, limit=limit)
+        return cls(
+            _ArraySource(images, labels, None if masks is None else np.asarray(masks)),
+            k,
+            name,
+            limit=limit,
+        )
 
     def __len__(self) -> int:
         return self._len
@@ -111,16 +128,21 @@ class EvalData:
         return img
 
     def load(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        """(images [n, H, W, 3] float32 in [0, 1], labels [n] int32, masks [n, H, W] bool or None)."""
+        """(images [n, H, W, 3] float32 in [0, 1], labels [n] int32, masks [n, H, W] or None)."""
         exs = [self.source[int(i)] for i in indices]
         images = [self._image(ex["image"]) for ex in exs]
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
-            raise ValueError(f"{self.name}: images of different sizes {sorted(shapes)}; give a transform")
+            raise ValueError(
+                f"{self.name}: images of different sizes {sorted(shapes)}; give a transform"
+            )
         labels = np.asarray([int(ex["label"]) for ex in exs], np.int32)
         masks = None
         if self.has_masks:
             masks = np.stack([np.asarray(ex["mask"]).astype(bool) for ex in exs])
             if masks.shape != (len(exs),) + images[0].shape[:2]:
-                raise ValueError(f"{self.name}: masks {masks.shape[1:]} do not match images {images[0].shape[:2]}")
+                raise ValueError(
+                    f"{self.name}: masks {masks.shape[1:]} do not match images "
+                    f"{images[0].shape[:2]}"
+                )
         return np.stack(images), labels, masks

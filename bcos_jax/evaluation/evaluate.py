@@ -97,8 +97,13 @@ def _stats(a: np.ndarray) -> Dict[str, float]:
     a = np.asarray(a, np.float64).reshape(-1)
     if a.size == 0:
         return {"mean": float("nan"), "median": float("nan"), "n": 0}
-    return {"mean": float(a.mean()), "median": float(np.median(a)), "q25": float(np.percentile(a, 25)),
-            "q75": float(np.percentile(a, 75)), "n": int(a.size)}
+    return {
+        "mean": float(a.mean()),
+        "median": float(np.median(a)),
+        "q25": float(np.percentile(a, 25)),
+        "q75": float(np.percentile(a, 75)),
+        "n": int(a.size),
+    }
 
 
 class _Progress:
@@ -164,10 +169,14 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
         seq = loc.grid_index_sequence(confs, s * s, config.conf_thresh)
         grids[s] = loc.plan_grids(seq, labels, s * s, config.sample_size, config.offset_quirk)
         if len(grids[s]) < config.sample_size:
-            usable = sum(1 for v in confs.values() if v and loc.sigmoid32(v[0][1]) > config.conf_thresh)
+            usable = sum(
+                1 for v in confs.values() if v and loc.sigmoid32(v[0][1]) > config.conf_thresh
+            )
             warnings.warn(
-                f"{s}x{s} pointing game: {len(grids[s])} of {config.sample_size} grids (the image sequence "
-                f"needs more than {s * s} classes with confident correct images; {usable} have one)"
+                f"{s}x{s} pointing game: {len(grids[s])} of {config.sample_size} grids (the image "
+                f"sequence needs more than {s * s} classes with confident correct images; {usable} "
+                "have one)",
+                stacklevel=2,
             )
     correct = np.flatnonzero(preds == labels)[: config.num_images].tolist()
 
@@ -178,7 +187,10 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
         bar.bar.total = n_conf_batches + per_method * len(methods)
         bar.bar.refresh()
 
-    score_fns = {s: jax.jit(functools.partial(loc.grid_pointing_scores, grid_size=s, smooth=smooth)) for s in grid_batches}
+    score_fns = {
+        s: jax.jit(functools.partial(loc.grid_pointing_scores, grid_size=s, smooth=smooth))
+        for s in grid_batches
+    }
     curves_fn = jax.jit(functools.partial(
         faith.faithfulness_curves, fns, steps=max(config.faithfulness_steps, 1),
         deletion_baseline=config.deletion_baseline, insertion_baseline=config.insertion_baseline,
@@ -205,7 +217,10 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
         loc_scores[m.label] = {}
         for s in config.grid_sizes:
             if not grids[s]:
-                entry.setdefault("localisation", {})[f"{s}x{s}"] = {**_stats(np.zeros(0)), "grids": 0}
+                entry.setdefault("localisation", {})[f"{s}x{s}"] = {
+                    **_stats(np.zeros(0)),
+                    "grids": 0,
+                }
         for s, batches in grid_batches.items():
             scores = []
             for batch, real in batches:
@@ -214,7 +229,10 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
                 bar.step(f"{m.name} {s}x{s}")
             sc = np.concatenate(scores).reshape(-1)
             loc_scores[m.label][s] = sc
-            entry.setdefault("localisation", {})[f"{s}x{s}"] = {**_stats(sc), "grids": len(grids[s])}
+            entry.setdefault("localisation", {})[f"{s}x{s}"] = {
+                **_stats(sc),
+                "grids": len(grids[s]),
+            }
             os.makedirs(os.path.join(out_dir, "localisation"), exist_ok=True)
             np.savetxt(os.path.join(out_dir, "localisation", f"{m.name}_{s}x{s}.np"), sc)
         curves: Dict[str, List[np.ndarray]] = {}
@@ -238,7 +256,9 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
         if curves:
             cs = {k: np.concatenate(v) for k, v in curves.items()}
             curve_store[m.label] = cs
-            entry["faithfulness"] = {k: _stats(np.asarray(faith.area_under_curve(v))) for k, v in cs.items()}
+            entry["faithfulness"] = {
+                k: _stats(np.asarray(faith.area_under_curve(v))) for k, v in cs.items()
+            }
             os.makedirs(os.path.join(out_dir, "curves"), exist_ok=True)
             np.savez(os.path.join(out_dir, "curves", f"{m.name}.npz"), **cs)
         if fractions:
@@ -253,17 +273,28 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
     pictures = {}
     if any(loc_scores[m.label] for m in methods):
         pictures["localisation"] = report.localisation_boxplot(
-            {k: v for k, v in loc_scores.items() if v}, os.path.join(out_dir, "localisation.png"), title=model_name)
+            {k: v for k, v in loc_scores.items() if v},
+            os.path.join(out_dir, "localisation.png"),
+            title=model_name,
+        )
     if curve_store:
         pictures["faithfulness"] = report.faithfulness_plot(
-            curve_store, os.path.join(out_dir, "faithfulness.png"), ylabel=config.faithfulness_score, title=model_name)
+            curve_store,
+            os.path.join(out_dir, "faithfulness.png"),
+            ylabel=config.faithfulness_score,
+            title=model_name,
+        )
     if gallery_rows and gallery_maps:
         rgb, lab, _ = data.load(gallery_rows)
         colour = _colour_explanations(fns, rgb, lab, image_size)
         if colour is not None:
             gallery_maps = {"B-cos (colour)": colour, **gallery_maps}
-        pictures["gallery"] = report.gallery(rgb, gallery_maps, os.path.join(out_dir, "gallery.png"),
-                                             titles=[f"class {c}" for c in lab])
+        pictures["gallery"] = report.gallery(
+            rgb,
+            gallery_maps,
+            os.path.join(out_dir, "gallery.png"),
+            titles=[f"class {c}" for c in lab],
+        )
 
     summary = {
         "model": model_name,
@@ -271,10 +302,16 @@ def evaluate(fns: ModelFns, data: EvalData, out_dir: str, config: EvalConfig = E
         "num_images": len(data),
         "accuracy": accuracy,
         "settings": {
-            **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("methods", "method_settings")},
+            **{
+                k: v
+                for k, v in dataclasses.asdict(config).items()
+                if k not in ("methods", "method_settings")
+            },
             "smooth": smooth,
             "methods": [m.name for m in methods],
-            "method_settings": {m.name: {**m.settings, **settings.get(m.name, {})} for m in methods},
+            "method_settings": {
+                m.name: {**m.settings, **settings.get(m.name, {})} for m in methods
+            },
         },
         "uniform_baseline": {f"{s}x{s}": 1.0 / (s * s) for s in config.grid_sizes},
         "methods": summary_methods,

@@ -31,8 +31,15 @@ from bcos_jax.attribution.model_fns import as_model_fns
 
 Array = jax.Array
 
-__all__ = ["CURVES", "area_under_curve", "baseline_image", "faithfulness_curves", "gaussian_blur", "pixel_ranks",
-           "perturbation_curve"]
+__all__ = [
+    "CURVES",
+    "area_under_curve",
+    "baseline_image",
+    "faithfulness_curves",
+    "gaussian_blur",
+    "pixel_ranks",
+    "perturbation_curve",
+]
 
 CURVES = ("deletion_mif", "deletion_lif", "insertion_mif", "insertion_lif")
 
@@ -42,7 +49,9 @@ def pixel_ranks(importance: Array, most_important_first: bool = True) -> Array:
     n, h, w = importance.shape
     flat = importance.reshape(n, -1).astype(jnp.float32)
     order = jnp.argsort(-flat if most_important_first else flat, axis=1, stable=True)
-    ranks = jax.vmap(lambda o: jnp.zeros(h * w, jnp.int32).at[o].set(jnp.arange(h * w, dtype=jnp.int32)))(order)
+    ranks = jax.vmap(
+        lambda o: jnp.zeros(h * w, jnp.int32).at[o].set(jnp.arange(h * w, dtype=jnp.int32))
+    )(order)
     return ranks.reshape(n, h, w)
 
 
@@ -75,8 +84,17 @@ def _scores(fns, xs: Array, targets: Array, score: str) -> Array:
     return jnp.take_along_axis(vals, targets[:, None], axis=1)[:, 0]
 
 
-def perturbation_curve(model: Any, start: Array, end: Array, ranks: Array, targets: Array, *, steps: int = 20,
-                       score: str = "probability", internal_batch_size: int = 7) -> Array:
+def perturbation_curve(
+    model: Any,
+    start: Array,
+    end: Array,
+    ranks: Array,
+    targets: Array,
+    *,
+    steps: int = 20,
+    score: str = "probability",
+    internal_batch_size: int = 7,
+) -> Array:
     """Scores while pixels move from ``start`` to ``end`` in rank order.
 
     start, end: [N, H, W, C]; ranks: [N, H, W] int; targets: [N] -> curve [N, steps + 1]
@@ -102,9 +120,18 @@ def perturbation_curve(model: Any, start: Array, end: Array, ranks: Array, targe
     return ys.reshape(-1, n)[: steps + 1].T
 
 
-def faithfulness_curves(model: Any, x: Array, targets: Array, attributions: Array, *, steps: int = 20,
-                        deletion_baseline: str = "zero", insertion_baseline: str = "blur",
-                        score: str = "probability", internal_batch_size: int = 7) -> Dict[str, Array]:
+def faithfulness_curves(
+    model: Any,
+    x: Array,
+    targets: Array,
+    attributions: Array,
+    *,
+    steps: int = 20,
+    deletion_baseline: str = "zero",
+    insertion_baseline: str = "blur",
+    score: str = "probability",
+    internal_batch_size: int = 7,
+) -> Dict[str, Array]:
     """Deletion and insertion curves, MIF and LIF, for one target per image.
 
     Args:

@@ -53,13 +53,18 @@ __all__ = [
 SortedConfs = Dict[int, List[Tuple[int, float]]]
 
 
-def sorted_confidences(max_logits: np.ndarray, predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> SortedConfs:
-    """Per class, ``(image index, max logit)`` of its correctly classified images, most confident first.
+def sorted_confidences(
+    max_logits: np.ndarray, predictions: np.ndarray, labels: np.ndarray, num_classes: int
+) -> SortedConfs:
+    """Per class, ``(image index, max logit)`` of its correctly classified images, most confident
+    first.
 
     All arrays are [M] over the evaluation set in dataset order (the reference's
     ``compute_sorted_confs``; ties keep dataset order, as Python's stable sort there).
     """
-    max_logits, predictions, labels = (np.asarray(a).reshape(-1) for a in (max_logits, predictions, labels))
+    max_logits, predictions, labels = (
+        np.asarray(a).reshape(-1) for a in (max_logits, predictions, labels)
+    )
     if not len(max_logits) == len(predictions) == len(labels):
         raise ValueError(
             f"max_logits, predictions and labels must have the same length, got "
@@ -83,7 +88,7 @@ def sigmoid32(logit: float) -> float:
 
 def grid_index_sequence(sorted_confs: Mapping[int, Sequence[Tuple[int, float]]], n_imgs: int,
                         conf_thresh: float = 0.5, seed: int = 42) -> List[int]:
-    """The reference's ``get_sorted_indices``: image indices in blocks of ``n_imgs`` distinct classes.
+    """The reference's ``get_sorted_indices``: image indices in blocks of ``n_imgs`` classes.
 
     ``sorted_confs`` must have the classes 0..C−1 as keys (the reference indexes its
     availability mask by class id).
@@ -96,7 +101,9 @@ def grid_index_sequence(sorted_confs: Mapping[int, Sequence[Tuple[int, float]]],
     def confident(c: int) -> bool:
         return sigmoid32(sorted_confs[c][position[c]][1]) > conf_thresh
 
-    mask = np.array([False if len(sorted_confs[int(k)]) == 0 else confident(int(k)) for k in classes])
+    mask = np.array(
+        [False if len(sorted_confs[int(k)]) == 0 else confident(int(k)) for k in classes]
+    )
     rng = np.random.RandomState(seed)
     indices: List[int] = []
     while mask.sum() > n_imgs:
@@ -157,13 +164,18 @@ def make_grid(images: Array, grid_size: int) -> Array:
 
 
 def rescale_images(images: Array, grid_size: int) -> Array:
-    """[N, H, W, C] -> [N, H // s, W // s, C] (antialiased bilinear), for grids of the original size."""
+    """[N, H, W, C] -> [N, H // s, W // s, C] (antialiased bilinear): grids of the original size."""
     n, h, w, c = images.shape
-    return jax.image.resize(images, (n, h // grid_size, w // grid_size, c), method="linear", antialias=True)
+    return jax.image.resize(
+        images, (n, h // grid_size, w // grid_size, c), method="linear", antialias=True
+    )
 
 
 def smooth_attributions(a: Array, smooth: int) -> Array:
-    """torch ``avg_pool2d(a, smooth, stride=1, padding=(smooth-1)//2)`` on [..., H, W] (count_include_pad)."""
+    """torch ``avg_pool2d(a, smooth, stride=1, padding=(smooth-1)//2)`` on [..., H, W].
+
+    Padded zeros count in the mean (``count_include_pad``).
+    """
     if smooth % 2 == 0:
         raise ValueError(
             f"smooth={smooth}: must be odd (the reference pads (k-1)//2, so an even k shrinks "
@@ -209,8 +221,12 @@ def grid_pointing_scores(attributions: Array, grid_size: int, smooth: Optional[i
     a = jnp.maximum(a, 0)
     cell = a.shape[-1] // s if cell_size is None else int(cell_size)
     if a.shape[-2] < s * cell or a.shape[-1] < s * cell:
-        raise ValueError(f"grid attributions {a.shape[-2:]} are smaller than {s}x{s} cells of {cell}")
-    cells = a[..., : s * cell, : s * cell].reshape(k, a.shape[1], s, cell, s, cell).mean(axis=(3, 5))
+        raise ValueError(
+            f"grid attributions {a.shape[-2:]} are smaller than {s}x{s} cells of {cell}"
+        )
+    cells = (
+        a[..., : s * cell, : s * cell].reshape(k, a.shape[1], s, cell, s, cell).mean(axis=(3, 5))
+    )
     flat = jnp.swapaxes(cells, -1, -2).reshape(k, a.shape[1], s * s)  # column-major cell order
     total = jnp.sum(flat, axis=-1)  # [K, G]
     own = flat[jnp.arange(k), :, jnp.arange(k)]  # [K, G]: target k's own cell

@@ -43,13 +43,20 @@ def localisation_boxplot(scores: Mapping[str, Mapping[int, np.ndarray]], path: s
     if not sizes:
         raise ValueError("localisation_boxplot: no scores to plot")
     labels = list(scores)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(max(4.0, 0.9 * len(labels) + 1.5) * len(sizes), 4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(sizes),
+        figsize=(max(4.0, 0.9 * len(labels) + 1.5) * len(sizes), 4),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, s in zip(axes[0], sizes):
         data = [np.asarray(scores[m].get(s, []), np.float64) for m in labels]
         ax.boxplot(data, showfliers=False)
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right")
-        ax.axhline(1.0 / (s * s), color="grey", linestyle="--", linewidth=1, label=f"uniform 1/{s * s}")
+        ax.axhline(
+            1.0 / (s * s), color="grey", linestyle="--", linewidth=1, label=f"uniform 1/{s * s}"
+        )
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"grid pointing game {s}x{s}")
         ax.set_ylabel("localisation")
@@ -67,8 +74,12 @@ _PANELS = (("deletion_mif", "deletion, most important first (lower is better)"),
            ("insertion_lif", "insertion, least important first (lower is better)"))
 
 
-def faithfulness_plot(curves: Mapping[str, Mapping[str, np.ndarray]], path: str, ylabel: str = "probability",
-                      title: Optional[str] = None) -> str:
+def faithfulness_plot(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    path: str,
+    ylabel: str = "probability",
+    title: Optional[str] = None,
+) -> str:
     """curves[method label][curve name] = [N, T] (or mean [T]) -> 2×2 panels of mean curves."""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False, layout="constrained")

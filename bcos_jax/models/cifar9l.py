@@ -61,7 +61,8 @@ def v1_cifar10_constants(
     if scale is None or logit_temperature is None:
         if b not in _PUBLISHED:
             raise ValueError(
-                f"no published 9L config for B={b} (published: {', '.join(map(str, PUBLISHED_B))}); "
+                f"no published 9L config for B={b} (published: "
+                f"{', '.join(map(str, PUBLISHED_B))}); "
                 "pass both scale= and logit_temperature= explicitly"
             )
         if scale is None:

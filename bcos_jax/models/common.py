@@ -55,25 +55,39 @@ def check_input(x: Any, in_channels: Optional[int], model: str) -> None:
     dtype = getattr(x, "dtype", None)
     if len(shape) != 4:
         hint = "; for a single image add the batch axis: x[None]" if len(shape) == 3 else ""
-        raise ValueError(f"{model} expects an NHWC batch [N, H, W, C], got an input of shape {shape}{hint}")
+        raise ValueError(
+            f"{model} expects an NHWC batch [N, H, W, C], got an input of shape {shape}{hint}"
+        )
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
         hint = ""
         if dtype is not None and jnp.issubdtype(dtype, jnp.integer):
-            hint = "; scale integer (uint8) images to floats in [0, 1] first: x.astype(jnp.float32) / 255"
+            hint = (
+                "; scale integer (uint8) images to floats in [0, 1] first: "
+                "x.astype(jnp.float32) / 255"
+            )
         raise ValueError(f"{model} expects a floating-point input, got dtype {dtype}{hint}")
     c = shape[-1]
     if in_channels is None or c == in_channels:
         return
     if in_channels == 6 and c == 3:
         fix = (
-            "a B-cos model takes the 6-channel encoding [r, g, b, 1-r, 1-g, 1-b] of an image in [0, 1]: "
-            "pass bcos_jax.add_inverse(x) (bcos_jax.layers.add_inverse) of the RGB batch, not x itself"
+            "a B-cos model takes the 6-channel encoding [r, g, b, 1-r, 1-g, 1-b] of an image in "
+            "[0, 1]: pass bcos_jax.add_inverse(x) (bcos_jax.layers.add_inverse) of the RGB batch, "
+            "not x itself"
         )
     elif in_channels == 3 and c == 6:
-        fix = "a standard model takes 3-channel ImageNet mean/std-normalised images, not the B-cos [x, 1-x] encoding"
+        fix = (
+            "a standard model takes 3-channel ImageNet mean/std-normalised images, not the "
+            "B-cos [x, 1-x] encoding"
+        )
     else:
-        fix = f"give {in_channels}-channel input, or build the model for {c} channels with models.create(..., in_channels={c})"
-    raise ValueError(f"{model} expects {in_channels} input channels, got {c} (input shape {shape}); {fix}")
+        fix = (
+            f"give {in_channels}-channel input, or build the model for {c} channels with "
+            f"models.create(..., in_channels={c})"
+        )
+    raise ValueError(
+        f"{model} expects {in_channels} input channels, got {c} (input shape {shape}); {fix}"
+    )
 
 
 def avg_pool(x: Array, window: int, stride: Optional[int] = None, padding: int = 0) -> Array:
@@ -139,7 +153,10 @@ class StandardConv(nn.Module):
         ks = _pair(self.kernel_size, "kernel_size")
         cin = x.shape[-1]
         kernel = self.param(
-            "kernel", self.kernel_init, (*ks, cin // self.feature_group_count, self.features), self.param_dtype
+            "kernel",
+            self.kernel_init,
+            (*ks, cin // self.feature_group_count, self.features),
+            self.param_dtype,
         )
         x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
         # The same lowering as BcosConv's linear part (1x1 convs as matmuls, space-to-depth
@@ -155,7 +172,9 @@ class StandardConv(nn.Module):
             need_norm=False,
         )
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(y.dtype)
+            y = y + self.param(
+                "bias", nn.initializers.zeros, (self.features,), self.param_dtype
+            ).astype(y.dtype)
         return y
 
 
@@ -171,16 +190,20 @@ class StandardDense(nn.Module):
     @nn.compact
     def __call__(self, x: Array, explain: bool = False) -> Array:
         del explain
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+        kernel = self.param(
+            "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
+        )
         x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
         y = jnp.matmul(x, kernel)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(y.dtype)
+            y = y + self.param(
+                "bias", nn.initializers.zeros, (self.features,), self.param_dtype
+            ).astype(y.dtype)
         return y
 
 
 # torch BatchNorm2d numerics (centred, unbiased running variance, momentum 0.1, eps 1e-5).
-def StandardBatchNorm(**kwargs):  # noqa: N802 - a norm factory, used like a class
+def StandardBatchNorm(**kwargs):
     from bcos_jax.norms import BatchNorm
 
     return BatchNorm(**kwargs)

@@ -120,7 +120,12 @@ class CNBlock(nn.Module):
 
         def block(y):
             y = self.conv(
-                self.dim, kernel_size=7, padding=3, feature_group_count=self.dim, dtype=self.dtype, name=dw
+                self.dim,
+                kernel_size=7,
+                padding=3,
+                feature_group_count=self.dim,
+                dtype=self.dtype,
+                name=dw,
             )(y, explain)
             y = self.norm(name=norm)(y, train=train, explain=explain)
             y = self.pointwise(4 * self.dim, dtype=self.dtype, name=pw1)(y, explain)
@@ -129,7 +134,9 @@ class CNBlock(nn.Module):
             return self.pointwise(self.dim, dtype=self.dtype, name=pw2)(y, explain)
 
         y = _Scope(name="block")(block, x)
-        gamma = self.param("layer_scale", nn.initializers.constant(self.layer_scale_init), (self.dim,))
+        gamma = self.param(
+            "layer_scale", nn.initializers.constant(self.layer_scale_init), (self.dim,)
+        )
         y = StochasticDepth(self.drop_rate)(y * gamma.astype(y.dtype), train)
         return x + y
 

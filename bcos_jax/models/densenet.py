@@ -39,12 +39,23 @@ from bcos_jax.models.registry import Architecture
 Array = jax.Array
 ModuleDef = Callable[..., nn.Module]
 
-__all__ = ["DenseLayer", "DenseBlock", "Transition", "DenseNetFeatures", "DenseNet", "ARCHITECTURES"]
-
+__all__ = [
+    "DenseLayer",
+    "DenseBlock",
+    "Transition",
+    "DenseNetFeatures",
+    "DenseNet",
+    "ARCHITECTURES",
+]
 
 
 def _norm_act(
-    x: Array, norm: Optional[ModuleDef], act: Optional[Callable], name: str, train: bool, explain: bool
+    x: Array,
+    norm: Optional[ModuleDef],
+    act: Optional[Callable],
+    name: str,
+    train: bool,
+    explain: bool,
 ) -> Array:
     # Called inside a parent's compact method, so the norm becomes the parent's child `name`.
     if norm is not None:
@@ -90,7 +101,12 @@ class DenseBlock(nn.Module):
         feats = [x]
         for i in range(self.num_layers):
             layer = DenseLayer(
-                self.growth_rate, self.bn_size, self.conv, self.norm, self.act, name=f"denselayer{i + 1}"
+                self.growth_rate,
+                self.bn_size,
+                self.conv,
+                self.norm,
+                self.act,
+                name=f"denselayer{i + 1}",
             )
             feats.append(layer(jnp.concatenate(feats, axis=-1), train, explain))
         return jnp.concatenate(feats, axis=-1)
@@ -132,9 +148,13 @@ class DenseNetFeatures(nn.Module):
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
         if self.small_inputs:
             # CIFAR stem (gpleiss' efficient DenseNet): one 3×3 conv, no norm0, no pool.
-            x = self.conv(self.num_init_features, kernel_size=3, padding=1, name="conv0")(x, explain)
+            x = self.conv(self.num_init_features, kernel_size=3, padding=1, name="conv0")(
+                x, explain
+            )
         else:
-            conv0 = self.conv(self.num_init_features, kernel_size=7, strides=2, padding=3, name="conv0")
+            conv0 = self.conv(
+                self.num_init_features, kernel_size=7, strides=2, padding=3, name="conv0"
+            )
             x = conv0(x, explain)
             x = _norm_act(x, self.norm, self.act, "norm0", train, explain)
             if self.stem_pool == "max":
@@ -146,7 +166,13 @@ class DenseNetFeatures(nn.Module):
         c = self.num_init_features
         for i, n in enumerate(self.block_config):
             x = DenseBlock(
-                n, self.growth_rate, self.bn_size, self.conv, self.norm, self.act, name=f"denseblock{i + 1}"
+                n,
+                self.growth_rate,
+                self.bn_size,
+                self.conv,
+                self.norm,
+                self.act,
+                name=f"denseblock{i + 1}",
             )(x, train, explain)
             c += n * self.growth_rate
             if i != len(self.block_config) - 1:
@@ -219,7 +245,9 @@ class DenseNet(nn.Module):
         if self.head == "linear":
             if self.act is not None:
                 x = self.act(x)
-            return StandardDense(self.num_classes, dtype=self.dtype, name="classifier")(global_avg_pool(x))
+            return StandardDense(self.num_classes, dtype=self.dtype, name="classifier")(
+                global_avg_pool(x)
+            )
         if self.head != "conv":
             raise ValueError(f"head must be 'conv' or 'linear', got {self.head!r}")
         # B-cos: class evidence maps first, pooled afterwards (docs/bcos.md §7).
@@ -258,14 +286,19 @@ def _arch(growth_rate, block_config, num_init_features, **kw):
 
 _V2 = dict(conv=BcosConv, norm=norms.no_bias(norms.BatchNormUncentered))
 # bcos.models.densenet's own default norm, which its CIFAR constructors keep.
-_V2_CIFAR = dict(conv=BcosConv, norm=norms.no_bias(norms.PositionNorm), small_inputs=True, num_classes=10)
+_V2_CIFAR = dict(
+    conv=BcosConv, norm=norms.no_bias(norms.PositionNorm), small_inputs=True, num_classes=10
+)
 _V1 = dict(
     conv=partial(BcosConv, max_out=2, scale_fact=100.0),
     norm=None,
     logit_temperature=1e-3,  # DenseNet-121 config (v1 experiments/Imagenet/bcos)
     logit_bias=V1_IMAGENET_LOGIT_BIAS,
 )
-_STANDARD = dict(conv=StandardConv, norm=StandardBatchNorm, act=nn.relu, stem_pool="max", head="linear")
+_STANDARD = dict(
+    conv=StandardConv, norm=StandardBatchNorm, act=nn.relu, stem_pool="max", head="linear"
+)
+
 
 def _architectures() -> Tuple[Architecture, ...]:
     out = []

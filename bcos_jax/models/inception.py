@@ -77,7 +77,9 @@ def max_pool_3x3_s2(x: Array) -> Array:
 
 
 class BasicConv2d(nn.Module):
-    """``conv`` -> optional ``norm`` (named ``bn``) -> optional ``act``: [N, H, W, Cin] -> [N, H', W', features].
+    """``conv`` -> optional ``norm`` (named ``bn``) -> optional ``act``.
+
+    [N, H, W, Cin] -> [N, H', W', features].
 
     The conv is the child ``conv`` (reference key ``X.conv.linear.weight`` / ``X.conv.weight``).
     """
@@ -107,10 +109,12 @@ class BasicConv2d(nn.Module):
 
 
 def _conv_fn(block: nn.Module, train: bool, explain: bool):
-    """``conv(x, name, features, kernel_size, **kw)``: a named ``conv_block`` of ``block``, applied."""
+    """``conv(x, name, features, kernel_size, **kw)``: the named ``conv_block`` of ``block``."""
 
     def conv(x, name, features, kernel_size, **kw):
-        return block.conv_block(features, kernel_size, name=name, **kw)(x, train=train, explain=explain)
+        return block.conv_block(features, kernel_size, name=name, **kw)(
+            x, train=train, explain=explain
+        )
 
     return conv
 
@@ -285,7 +289,7 @@ class Inception3(nn.Module):
             x = _transform_input(x)
         conv = _conv_fn(self, train, explain)
         blocks = dict(conv_block=self.conv_block)
-        run = lambda m, h: m(h, train=train, explain=explain)  # noqa: E731
+        run = lambda m, h: m(h, train=train, explain=explain)
 
         x = conv(x, "Conv2d_1a_3x3", 32, 3, strides=2)
         x = conv(x, "Conv2d_2a_3x3", 32, 3)
@@ -298,7 +302,12 @@ class Inception3(nn.Module):
         x = run(InceptionA(64, name="Mixed_5c", **blocks), x)
         x = run(InceptionA(64, name="Mixed_5d", **blocks), x)
         x = run(InceptionB(name="Mixed_6a", reduce_pool=self.reduce_pool, **blocks), x)
-        for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+        for name, c7 in (
+            ("Mixed_6b", 128),
+            ("Mixed_6c", 160),
+            ("Mixed_6d", 160),
+            ("Mixed_6e", 192),
+        ):
             x = run(InceptionC(c7, name=name, **blocks), x)
         aux = self._aux(x, train, explain)
         x = run(InceptionD(name="Mixed_7a", reduce_pool=self.reduce_pool, **blocks), x)
@@ -307,7 +316,9 @@ class Inception3(nn.Module):
 
         fc = self.classifier(features=self.num_classes, name="fc")
         if self.pool_before_fc:
-            x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(global_avg_pool(x))
+            x = nn.Dropout(self.dropout, deterministic=not train, name="dropout")(
+                global_avg_pool(x)
+            )
             x = fc(x, explain)
         else:
             x = global_avg_pool(fc(x, explain))
@@ -360,7 +371,9 @@ def v1_inception_v3(
 def standard_inception_v3(
     num_classes: int = 1000, aux_logits: bool = True, dtype: Any = None, **overrides: Any
 ) -> Inception3:
-    """torchvision's Inception v3 (``inception_v3(weights=IMAGENET1K_V1)``): [N, 299, 299, 3] -> [N, num_classes].
+    """torchvision's Inception v3 (``inception_v3(weights=IMAGENET1K_V1)``).
+
+    [N, 299, 299, 3] -> [N, num_classes].
 
     Takes ImageNet mean/std-normalised input; ``transform_input=True`` (torchvision's
     setting for its weights) converts it to what the Google weights expect. Eval

@@ -5,8 +5,10 @@ One set of modules builds all three variants; they differ only in what is inject
 ========== ============================== ================== ======== =========== ==================
 variant    conv                           norm               act      stem pool   head
 ========== ============================== ================== ======== =========== ==================
-v2         BcosConv (B=2, MaxOut 1)       NoBias(BNU) [1]_   none     AvgPool     1x1 conv, pool, -log(C-1)
-v1         BcosConv(max_out=2, sf=100)    none               none     AvgPool     1x1 conv, pool, /T + log(.01/.99)
+v2         BcosConv (B=2, MaxOut 1)       NoBias(BNU) [1]_   none     AvgPool     1x1 conv, pool,
+                                                                                  -log(C-1)
+v1         BcosConv(max_out=2, sf=100)    none               none     AvgPool     1x1 conv, pool,
+                                                                                  /T + log(.01/.99)
 standard   StandardConv                   BatchNorm          ReLU     MaxPool     pool, Dense (bias)
 ========== ============================== ================== ======== =========== ==================
 
@@ -97,7 +99,9 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
-        x = self.conv(self.features, kernel_size=1, strides=self.strides, dtype=self.dtype, name="0")(x, explain)
+        x = self.conv(
+            self.features, kernel_size=1, strides=self.strides, dtype=self.dtype, name="0"
+        )(x, explain)
         return self.norm(name="1")(x, train=train, explain=explain)
 
 
@@ -115,7 +119,9 @@ class _Block(nn.Module):
     dtype: Any = None
     expansion: ClassVar[int] = 1
 
-    def _conv(self, features: int, k: int, name: str, strides: int = 1, groups: int = 1) -> nn.Module:
+    def _conv(
+        self, features: int, k: int, name: str, strides: int = 1, groups: int = 1
+    ) -> nn.Module:
         return self.conv(
             features,
             kernel_size=k,
@@ -135,9 +141,9 @@ class _Block(nn.Module):
         identity = x
         features = self.planes * self.expansion
         if self.strides != 1 or x.shape[-1] != features:
-            identity = Downsample(features, self.strides, self.conv, self.norm, self.dtype, name="downsample")(
-                x, train, explain
-            )
+            identity = Downsample(
+                features, self.strides, self.conv, self.norm, self.dtype, name="downsample"
+            )(x, train, explain)
         return self._act(out + identity)
 
 
@@ -149,7 +155,9 @@ class BasicBlock(_Block):
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
         if self.groups != 1 or self.base_width != 64:
-            raise ValueError("BasicBlock only supports groups=1 and base_width=64 (as the reference)")
+            raise ValueError(
+                "BasicBlock only supports groups=1 and base_width=64 (as the reference)"
+            )
         out = self._conv(self.planes, 3, "conv1", self.strides)(x, explain)
         out = self._act(self.norm(name="bn1")(out, train=train, explain=explain))
         out = self._conv(self.planes, 3, "conv2")(out, explain)
@@ -196,7 +204,11 @@ class ResStage(nn.Module):
         for i in range(self.num_blocks):
             p = self.sd_probs[i] if self.sd_probs else 0.0
             x = self.block(
-                self.planes, strides=self.strides if i == 0 else 1, stochastic_depth_prob=p, name=str(i), **kw
+                self.planes,
+                strides=self.strides if i == 0 else 1,
+                stochastic_depth_prob=p,
+                name=str(i),
+                **kw,
             )(x, train, explain)
         return x
 
@@ -261,11 +273,16 @@ class ResNet(nn.Module):
 
     def _features(self, x: Array, train: bool, explain: bool) -> Array:
         # Part of the compact __call__ (not an apply method). The feature map [N, h, w, F]
-        # is the last stage's output ('layer4'; 'layer3' for CIFAR): capture_intermediates or explain(layer=...).
+        # is the last stage's output ('layer4'; 'layer3' for CIFAR): capture_intermediates or
+        # explain(layer=...).
         if self.small_inputs:
-            stem = self.conv(self.inplanes, kernel_size=3, padding=1, dtype=self.dtype, name="conv1")
+            stem = self.conv(
+                self.inplanes, kernel_size=3, padding=1, dtype=self.dtype, name="conv1"
+            )
         else:
-            stem = self.conv(self.inplanes, kernel_size=7, strides=2, padding=3, dtype=self.dtype, name="conv1")
+            stem = self.conv(
+                self.inplanes, kernel_size=7, strides=2, padding=3, dtype=self.dtype, name="conv1"
+            )
         x = stem(x, explain)
         x = self.norm(name="bn1")(x, train=train, explain=explain)
         if self.act is not None:
@@ -329,7 +346,9 @@ for _k, _cls in _CIFAR_NORM_CLASSES.items():
 def _resolve_norm(norm: Any) -> ModuleFactory:
     if isinstance(norm, str):
         if norm not in CIFAR_NORMS:
-            raise ValueError(f"unknown norm {norm!r}; use a factory or one of {sorted(CIFAR_NORMS)}")
+            raise ValueError(
+                f"unknown norm {norm!r}; use a factory or one of {sorted(CIFAR_NORMS)}"
+            )
         return CIFAR_NORMS[norm]
     return norm
 
@@ -342,7 +361,9 @@ def _bcos_builder(**preset: Any) -> Callable[..., ResNet]:
     factory) and ``norm`` as a factory or a ``CIFAR_NORMS`` name.
     """
 
-    def build(*, b: Optional[float] = None, max_out: Optional[int] = None, **overrides: Any) -> ResNet:
+    def build(
+        *, b: Optional[float] = None, max_out: Optional[int] = None, **overrides: Any
+    ) -> ResNet:
         kw = {**preset, **overrides}
         if "norm" in kw:
             kw["norm"] = _resolve_norm(kw["norm"])
@@ -365,7 +386,10 @@ _STANDARD = dict(
     conv=StandardConv, norm=StandardBatchNorm, act=nn.relu, pool=max_pool_3x3, dense=StandardDense
 )
 _V1 = dict(
-    conv=V1_CONV, norm=norms.Identity, logit_bias=V1_IMAGENET_LOGIT_BIAS, logit_temperature=V1_TEMPERATURE
+    conv=V1_CONV,
+    norm=norms.Identity,
+    logit_bias=V1_IMAGENET_LOGIT_BIAS,
+    logit_temperature=V1_TEMPERATURE,
 )
 
 # name -> (block, layers, extra ResNet fields)
@@ -387,8 +411,16 @@ _CIFAR = {
     "cifar10_resnet44": (BasicBlock, (7,) * 3, {}),
     "cifar10_resnet56": (BasicBlock, (9,) * 3, {}),
     "cifar10_resnet110": (BasicBlock, (18,) * 3, {}),
-    "cifar10_resnext29_8x64d": (Bottleneck, (3,) * 3, dict(groups=8, width_per_group=64, inplanes=64)),
-    "cifar10_resnext29_16x64d": (Bottleneck, (3,) * 3, dict(groups=16, width_per_group=64, inplanes=64)),
+    "cifar10_resnext29_8x64d": (
+        Bottleneck,
+        (3,) * 3,
+        dict(groups=8, width_per_group=64, inplanes=64),
+    ),
+    "cifar10_resnext29_16x64d": (
+        Bottleneck,
+        (3,) * 3,
+        dict(groups=16, width_per_group=64, inplanes=64),
+    ),
     "cifar10_resnext29_32x4d": (Bottleneck, (3,) * 3, dict(groups=32, width_per_group=4)),
     "cifar10_resnext47_32x4d": (Bottleneck, (5,) * 3, dict(groups=32, width_per_group=4)),
     "cifar10_resnext65_32x4d": (Bottleneck, (7,) * 3, dict(groups=32, width_per_group=4)),
@@ -422,7 +454,9 @@ def _architectures() -> Tuple[Architecture, ...]:
 
     for depth in (50, 152):
         block, layers, _ = _IMAGENET[f"resnet{depth}"]
-        build = _bcos_builder(block=block, layers=layers, norm=BNU_NO_BIAS, stochastic_depth_prob=0.1)
+        build = _bcos_builder(
+            block=block, layers=layers, norm=BNU_NO_BIAS, stochastic_depth_prob=0.1
+        )
         add(f"resnet{depth}_long", build, "v2", resize=232)
 
     for name, (block, layers, extra) in _CIFAR.items():

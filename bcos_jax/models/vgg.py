@@ -1,15 +1,15 @@
 """VGGs: B-cos v2 (plain and BNU), B-cos v1 and standard torchvision, one definition.
 
-=========  =====================  ===================  ==========  ==================================
+=========  =====================  ===================  ==========  =================================
 variant    conv (3×3, p=1)        norm after conv      act / pool  classifier
-=========  =====================  ===================  ==========  ==================================
+=========  =====================  ===================  ==========  =================================
 v2         ``BcosConv``           Identity or NoBias   - / avg     convs 7×7 p3 → 1×1 → 1×1 on the
                                   BNU (``*_bnu``)                  feature map, mean, −log(C−1)
 v1         ``BcosConv`` M=2, /s   none                 - / avg     same convs (scale_fact 1000),
                                                                    mean, /T + b
 standard   ``StandardConv``+bias  none or BatchNorm    ReLU / max  AdaptiveAvgPool(7, 7), flatten,
                                                                    Dense-ReLU-Dropout ×2, Dense
-=========  =====================  ===================  ==========  ==================================
+=========  =====================  ===================  ==========  =================================
 
 B-cos VGGs have no adaptive pooling: the classifier convs run on whatever map comes out
 (7×7 at 224 px; padding 3 keeps the size) and the class maps are averaged afterwards.
@@ -158,7 +158,8 @@ class VGG(nn.Module):
       cfg: conv widths and 'M' pools (``CFGS['A']`` is VGG-11).
       num_classes: output classes.
       conv: conv factory, torch-style ``kernel_size/padding`` (``BcosConv``,
-        ``partial(BcosConv, max_out=2, scale_fact=1000)``, ``partial(StandardConv, use_bias=True)``);
+        ``partial(BcosConv, max_out=2, scale_fact=1000)``,
+        ``partial(StandardConv, use_bias=True)``);
         also builds the B-cos classifier convs.
       norm: norm after every conv, ``norm(name=...)`` (``norms.Identity`` keeps the v2 slot);
         None: no norm slot.
@@ -194,10 +195,18 @@ class VGG(nn.Module):
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
         check_input(x, self.in_channels, "VGG")
         conv = partial(self.conv, dtype=self.dtype)
-        features = VGGFeatures(tuple(self.cfg), conv, self.norm, self.act, self.pool, name="features")
+        features = VGGFeatures(
+            tuple(self.cfg), conv, self.norm, self.act, self.pool, name="features"
+        )
         x = features(x, train, explain)
         classifier = VGGClassifier(
-            self.num_classes, self.classifier_width, self.head, conv, self.act, self.dropout, self.dtype,
+            self.num_classes,
+            self.classifier_width,
+            self.head,
+            conv,
+            self.act,
+            self.dropout,
+            self.dtype,
             name="classifier",
         )
         if self.head == "linear":

@@ -71,7 +71,9 @@ def apply_act(act: Optional[Callable[..., Array]], y: Array, explain: bool) -> A
     return act(y, explain=explain) if getattr(act, "takes_explain", False) else act(y)
 
 
-def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.0, dtype: Any = jnp.float32) -> Array:
+def posemb_sincos_2d(
+    h: int, w: int, dim: int, temperature: float = 10_000.0, dtype: Any = jnp.float32
+) -> Array:
     """The reference's fixed 2-D sin-cos embedding: [h·w, dim], tokens in row-major (y, x) order.
 
     Channels are ``[sin(x·ω), cos(x·ω), sin(y·ω), cos(y·ω)]`` with
@@ -119,7 +121,8 @@ class Attention(nn.Module):
         # matmuls; with the head axis in the middle XLA:CPU ran attn·v 2.8x slower
         # (ViT-S/16, batch 8: 25 -> 8.8 ms per layer; ViT-S forward 0.97 -> 0.71 s).
         q, k, v = (
-            a.reshape(n, t, self.heads, self.dim_head).transpose(0, 2, 1, 3) for a in jnp.split(qkv, 3, axis=-1)
+            a.reshape(n, t, self.heads, self.dim_head).transpose(0, 2, 1, 3)
+            for a in jnp.split(qkv, 3, axis=-1)
         )
         if explain:
             # The attention matrix becomes a fixed weight of the (linear) value path.
@@ -168,9 +171,13 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, explain: bool = False) -> Array:
-        attn = Attention(self.dim, self.heads, self.dim_head, self.linear, self.norm, self.dtype, name="attn")
+        attn = Attention(
+            self.dim, self.heads, self.dim_head, self.linear, self.norm, self.dtype, name="attn"
+        )
         x = attn(x, train, explain) + x
-        ff = FeedForward(self.dim, self.mlp_dim, self.linear, self.norm, self.act, self.dtype, name="ff")
+        ff = FeedForward(
+            self.dim, self.mlp_dim, self.linear, self.norm, self.act, self.dtype, name="ff"
+        )
         return ff(x, train, explain) + x
 
 
@@ -230,9 +237,14 @@ class SimpleViT(nn.Module):
             cin = y.shape[-1]
             for i, cout in enumerate(self.conv_stem):
                 stride = 2 if cout > cin else 1
-                y = self.conv(cout, kernel_size=3, strides=stride, padding=1, dtype=self.dtype, name=str(3 * i))(
-                    y, explain
-                )
+                y = self.conv(
+                    cout,
+                    kernel_size=3,
+                    strides=stride,
+                    padding=1,
+                    dtype=self.dtype,
+                    name=str(3 * i),
+                )(y, explain)
                 y = act(self.norm2d(name=str(3 * i + 1))(y, train=train, explain=explain))
                 cin = cout
             return y
@@ -252,8 +264,15 @@ class SimpleViT(nn.Module):
         def transformer(y):
             for i in range(self.depth):
                 y = Encoder(
-                    self.dim, self.heads, self.dim // self.heads, self.mlp_dim, self.linear, self.norm,
-                    self.act, self.dtype, name=f"encoder_{i}",
+                    self.dim,
+                    self.heads,
+                    self.dim // self.heads,
+                    self.mlp_dim,
+                    self.linear,
+                    self.norm,
+                    self.act,
+                    self.dtype,
+                    name=f"encoder_{i}",
                 )(y, train, explain)
             return y
 
@@ -279,7 +298,12 @@ class SimpleViT(nn.Module):
 # ------------------------------------------------------------------------ architectures
 
 # size: (dim, depth, heads, mlp_dim); ViT-C drops one encoder to account for its stem.
-_SIZES = {"ti": (192, 12, 3, 768), "s": (384, 12, 6, 1536), "b": (768, 12, 12, 3072), "l": (1024, 14, 16, 4096)}
+_SIZES = {
+    "ti": (192, 12, 3, 768),
+    "s": (384, 12, 6, 1536),
+    "b": (768, 12, 12, 3072),
+    "l": (1024, 14, 16, 4096),
+}
 _STEMS = {
     "ti": (24, 48, 96, 192),
     "s": (48, 96, 192, 384),
@@ -323,7 +347,9 @@ _STANDARD_MODELS = [(f"standard_{name}", size) for name, size in _BCOS_MODELS]
 def _arch(size: str, conv: bool) -> dict:
     dim, depth, heads, mlp = _SIZES[size]
     if conv:
-        return dict(patch_size=1, dim=dim, depth=depth - 1, heads=heads, mlp_dim=mlp, conv_stem=_STEMS[size])
+        return dict(
+            patch_size=1, dim=dim, depth=depth - 1, heads=heads, mlp_dim=mlp, conv_stem=_STEMS[size]
+        )
     return dict(patch_size=16, dim=dim, depth=depth, heads=heads, mlp_dim=mlp)
 
 

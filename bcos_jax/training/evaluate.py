@@ -61,7 +61,9 @@ def explanation_rows(ex: Any, images: np.ndarray, smooth: int = 3) -> np.ndarray
     return np.concatenate(rows, axis=0)
 
 
-def localisation(model: Any, variables: Any, dataset: Iterable, mesh: Any, in_channels: int) -> Dict[str, float]:
+def localisation(
+    model: Any, variables: Any, dataset: Iterable, mesh: Any, in_channels: int
+) -> Dict[str, float]:
     """Localisation of the explanations of the true class on a dataset with object masks.
 
     Per image: ``evaluation.localisation.mask_localisation`` of the contribution map
@@ -85,10 +87,16 @@ def localisation(model: Any, variables: Any, dataset: Iterable, mesh: Any, in_ch
     step = jax.jit(step, out_shardings=NamedSharding(mesh, P()))
     totals = None
     for batch in dataset:
-        gb = sharding.make_global_batch({k: batch[k] for k in ("image", "label", "mask", "valid")}, mesh)
+        gb = sharding.make_global_batch(
+            {k: batch[k] for k in ("image", "label", "mask", "valid")}, mesh
+        )
         out = step(variables, gb)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     t = jax.device_get(totals)
     n = max(float(t["count"]), 1.0)
-    return {"localisation": float(t["loc_sum"]) / n, "localisation_uniform": float(t["uniform_sum"]) / n,
-            "accuracy": 100.0 * float(t["correct"]) / n, "count": int(t["count"])}
+    return {
+        "localisation": float(t["loc_sum"]) / n,
+        "localisation_uniform": float(t["uniform_sum"]) / n,
+        "accuracy": 100.0 * float(t["correct"]) / n,
+        "count": int(t["count"]),
+    }
