@@ -15,6 +15,7 @@ Public API:
 from bcos_jax.platform import skip_absent_tpu
 
 skip_absent_tpu()  # before any backend starts: see bcos_jax/platform.py
+# The imports below must follow that call, hence their `noqa: E402`.
 
 from bcos_jax import layers, norms  # noqa: E402
 from bcos_jax.bcosify import bcosify  # noqa: E402 (imports the model zoo only when called)

@@ -609,8 +609,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     use_torch = not args.no_torch
     if use_torch:
         try:
-            import bcos.models.pretrained  # noqa: F401
-            import torch  # noqa: F401
+            import bcos.models.pretrained  # noqa: F401 - only whether they import
+            import torch  # noqa: F401 - only whether they import
         except ImportError as e:
             use_torch = False
             notes.append(f"PyTorch side skipped: {e}")

@@ -75,7 +75,7 @@ def test_accelerator_rejects_missing_out(tmp_path):
 
 def _libtpu():
     try:
-        import libtpu  # noqa: F401
+        import libtpu  # noqa: F401 - only whether it imports
     except ImportError:
         return False
     return True

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+# Imported after the skip above (E402): without torch the module is skipped first.
 import jax.numpy as jnp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 

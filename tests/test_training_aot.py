@@ -9,7 +9,7 @@ NO_LIBTPU = "libtpu is not importable: pip install 'jax[tpu]==0.10.2' (extra 'tp
 
 def _libtpu():
     try:
-        import libtpu  # noqa: F401
+        import libtpu  # noqa: F401 - only whether it imports
     except ImportError:
         return False
     return True
