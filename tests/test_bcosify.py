@@ -21,6 +21,8 @@ import copy
 import functools
 import math
 
+from tests.torch_ref import nchw, nhwc, randomize_norm_stats, rel_err, torch
+
 import bcos.models.pretrained as bcos_pretrained
 import jax
 import jax.numpy as jnp
@@ -33,7 +35,6 @@ from bcos_jax.bcosify import bcosify
 from bcos_jax.explain import explain
 from bcos_jax.models.bcosified import IMAGENET_MEAN6, IMAGENET_STD6, VIT_LOGIT_BIAS
 from tests import bcosify_ref as ref
-from tests.torch_ref import nchw, nhwc, randomize_norm_stats, rel_err, torch
 
 NUM_CLASSES = 5
 CNN_LOGIT_BIAS = -math.log(999)

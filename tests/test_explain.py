@@ -2,6 +2,8 @@
 import functools
 import math
 
+from tests.torch_ref import bcos, randomize_norm_stats, rel_err, torch, torch_explain
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,6 @@ from jax.sharding import PartitionSpec as P
 import bcos_jax
 from bcos_jax import convert, layers, norms
 from tests.precision import bcos_maxout_margin, logit_margin, run_float64
-from tests.torch_ref import bcos, randomize_norm_stats, rel_err, torch, torch_explain
 
 NUM_CLASSES = 5
 LOGIT_BIAS = -math.log(NUM_CLASSES - 1)

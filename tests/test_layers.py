@@ -2,6 +2,8 @@
 
 import math
 
+from tests.torch_ref import bcos, float64_model, nchw, nhwc, rel_err, torch
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,6 @@ import pytest
 
 from bcos_jax import layers
 from tests.precision import run_float64
-from tests.torch_ref import bcos, float64_model, nchw, nhwc, rel_err, torch
 
 TOL = 1e-5
 

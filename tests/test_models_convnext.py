@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 
+from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
+
 import bcos.models.convnext as bcos_convnext
 import bcos.models.pretrained as bcos_pretrained
 import flax.linen as nn
@@ -23,7 +25,6 @@ from bcos_jax.explain import explain
 from bcos_jax.layers import add_inverse
 from bcos_jax.models.common import StochasticDepth
 from bcos_jax.models.convnext import ATTO
-from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
 
 NUM_CLASSES = 5
 BCOS_NAMES = [

@@ -13,6 +13,8 @@ import math
 import pathlib
 import warnings
 
+from tests.torch_ref import randomize_norm_stats, rel_err
+
 import bcos.models.densenet as bcos_densenet
 import bcos.models.pretrained as bcos_pretrained
 import jax
@@ -26,7 +28,6 @@ from bcos.modules import norms as tnorms
 
 from bcos_jax import convert, models
 from bcos_jax.models import densenet
-from tests.torch_ref import randomize_norm_stats, rel_err
 from tests.zoo_helpers import (
     encoded_image,
     explain_parity,

@@ -10,6 +10,8 @@ import math
 import os
 from functools import partial
 
+from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +28,6 @@ from bcos_jax.models import resnet
 
 # Skips this module when torch or bcos is missing (importorskip inside).
 from tests.precision import run_float64
-from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 C = 10

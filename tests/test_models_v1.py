@@ -11,6 +11,16 @@ from __future__ import annotations
 import math
 import os
 
+from tests.torch_ref import (
+    float64_model,
+    nchw,
+    nhwc,
+    randomize_norm_stats,
+    rel_err,
+    torch,
+    torch_explain,
+)
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,15 +36,6 @@ from bcos_jax.explain import explain
 from bcos_jax.layers import BcosConv
 from bcos_jax.models import cifar9l, inception
 from tests.precision import run_float64
-from tests.torch_ref import (
-    float64_model,
-    nchw,
-    nhwc,
-    randomize_norm_stats,
-    rel_err,
-    torch,
-    torch_explain,
-)
 
 LISTING = os.path.join(os.path.dirname(__file__), "data", "v1_inception_v3_state_dict.txt")
 IMAGENET_BIAS = math.log(0.01 / 0.99)

@@ -14,6 +14,8 @@ import math
 import pathlib
 import warnings
 
+from tests.torch_ref import randomize_norm_stats, rel_err
+
 import bcos.models.pretrained as bcos_pretrained
 import bcos.models.vgg as bcos_vgg
 import jax
@@ -27,7 +29,6 @@ from bcos.modules import norms as tnorms
 
 from bcos_jax import convert, models
 from bcos_jax.models import vgg
-from tests.torch_ref import randomize_norm_stats, rel_err
 from tests.zoo_helpers import (
     encoded_image,
     explain_parity,

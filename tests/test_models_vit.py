@@ -12,6 +12,8 @@ import functools
 import math
 import re
 
+from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
+
 import bcos.models.pretrained as bcos_pretrained
 import flax.linen as nn
 import jax
@@ -24,7 +26,6 @@ from bcos_jax import convert, models
 from bcos_jax.explain import explain
 from bcos_jax.layers import add_inverse
 from bcos_jax.models.vit import PosEmbSinCos2d, posemb_sincos_2d
-from tests.torch_ref import nchw, randomize_norm_stats, rel_err, torch, torch_explain
 
 NUM_CLASSES = 5
 DEPTH = 2

@@ -1,12 +1,13 @@
 """Every norm against the reference: train/eval forward, running stats, explanation gradients."""
 
+from tests.torch_ref import bcos, nchw, nhwc, rel_err, torch
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bcos_jax import norms
-from tests.torch_ref import bcos, nchw, nhwc, rel_err, torch
 
 TN = bcos.modules.norms
 C = 8

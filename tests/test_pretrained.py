@@ -17,13 +17,14 @@ import textwrap
 import threading
 import time
 
+from tests.torch_ref import bcos, torch
+
 import jax
 import numpy as np
 import pytest
 
 import bcos_jax
 from bcos_jax import download, models, released
-from tests.torch_ref import bcos, torch
 
 FAKE_HOST = "https://weights.invalid/release"
 

@@ -17,11 +17,12 @@ import textwrap
 import time
 import zipfile
 
+from tests.torch_ref import bcos, torch
+
 import numpy as np
 import pytest
 
 from bcos_jax import convert, torch_file
-from tests.torch_ref import bcos, torch
 
 bcos_convnext, bcos_densenet = bcos.models.convnext, bcos.models.densenet
 bcos_pretrained, bcos_resnet, bcos_vgg = bcos.models.pretrained, bcos.models.resnet, bcos.models.vgg

@@ -1,11 +1,12 @@
 """Host-side visualisation against the reference's ``gradient_to_image``."""
+from tests.torch_ref import bcos, torch
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import bcos_jax
 from bcos_jax import visualize
-from tests.torch_ref import bcos, torch
 
 
 def _arrays(seed, h=23, w=19):

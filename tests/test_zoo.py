@@ -3,6 +3,8 @@ import inspect
 import json
 import pickle
 
+from tests.torch_ref import bcos, randomize_norm_stats, torch
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,6 @@ import bcos_jax
 from bcos_jax import commands, convert, models
 from bcos_jax.commands import common
 from bcos_jax.data.augment import eval_transform
-from tests.torch_ref import bcos, randomize_norm_stats, torch
 
 # docs/recipes.md §8, the v2 model zoo: name -> (top-1, params in millions as published).
 PUBLISHED = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import pathlib
 
+from tests.torch_ref import randomize_norm_stats, rel_err, torch_explain
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,6 @@ import numpy as np
 from bcos_jax import convert, models
 from bcos_jax.explain import explain
 from tests.precision import run_float64
-from tests.torch_ref import randomize_norm_stats, rel_err, torch_explain
 
 
 def torch_state_dict(name: str, model) -> dict:
