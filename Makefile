@@ -1,7 +1,7 @@
 # Entry points, all self-contained on a fresh machine (Python 3.10+ with venv):
 #   make quickstart   set up .venv and train the offline quickstart (runs/quickstart)
-#   make test         set up .venv (with the PyTorch reference) and run the test suite
-#   make lint         set up .venv and run ruff (the rules are in pyproject.toml)
+#   make test         set up .venv (with the PyTorch reference), run ruff, then the test suite
+#   make lint         set up .venv and run ruff alone (the rules are in pyproject.toml)
 # Installs use the exact verified versions of constraints.txt; pyproject.toml only declares
 # compatible ranges.
 PY ?= python3
@@ -27,7 +27,7 @@ venv-test: $(VENV)/.test
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 
-test: $(VENV)/.test
+test: lint
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile tests
 
 quickstart: $(VENV)/.core
