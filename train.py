@@ -138,6 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     class_names = data.sources.class_names(config.data)
     if is_main and class_names is not None:
         jsonio.write_json(os.path.join(workdir, "classes.json"), list(class_names))
+    shown_names = eval_lib.display_class_names(class_names, info.num_classes)
 
     # =================================================================================
     # Model and optimiser (bcos_jax.training.step.Setup: the static half of training).
@@ -266,6 +267,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             if is_main:
                 writer.image(done, "explanations", eval_lib.explanation_rows(
                     ex, np.asarray(pics["image"]), smooth=config.explain_smooth))
+                writer.text(done, "explanations/classes",
+                            eval_lib.explanation_captions(ex, shown_names))
         if do_ckpt:
             ckpt.save(done, state, train_iter.get_state(),
                       metrics={"val_top1": last_val["val_top1"]} if do_eval else None)

@@ -6,7 +6,7 @@ sharded batch; only the scalar sums come back to the host.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,35 @@ def explanation_rows(ex: Any, images: np.ndarray, smooth: int = 3) -> np.ndarray
                  visualize.contribution_map_image(ex.contributions[i])]
         rows.append(np.concatenate([visualize.to_uint8(t) for t in tiles], axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def display_class_names(
+    names: Optional[Sequence[str]], num_classes: int
+) -> Optional[Tuple[str, ...]]:
+    """Readable class names: the dataset's, except for ImageNet-1k, whose tfds label names
+    are WordNet ids (``n01440764``): the shipped names (``data.imagenet_classes``) instead."""
+    import re
+
+    if num_classes == 1000 and (names is None or all(re.fullmatch(r"n\d{8}", n) for n in names)):
+        from bcos_jax.data import imagenet_classes
+
+        return imagenet_classes()
+    return None if names is None else tuple(names)
+
+
+def explanation_captions(ex: Any, names: Optional[Sequence[str]]) -> str:
+    """Markdown lines naming, per row of ``explanation_rows``, the explained class (the label)
+    and the predicted class with its logit."""
+    def label(i: int) -> str:
+        return f"{i} ({names[i]})" if names is not None and 0 <= i < len(names) else str(i)
+
+    logits = np.asarray(ex.logits)
+    lines = []
+    for row, (t, lg) in enumerate(zip(np.asarray(ex.targets), logits)):
+        p = int(np.argmax(lg))
+        lines.append(f"row {row}: explained {label(int(t))}; predicted {label(p)}, "
+                     f"logit {float(lg[p]):.3g}")
+    return "  \n".join(lines)
 
 
 def localisation(

@@ -46,6 +46,11 @@ class Writer:
         if self._tb is not None:
             self._tb.add_image(tag, np.asarray(image), step, dataformats="HWC")
 
+    def text(self, step: int, tag: str, text: str) -> None:
+        """Markdown ``text`` (TensorBoard's text tab)."""
+        if self._tb is not None:
+            self._tb.add_text(tag, text, step)
+
     def flush(self) -> None:
         if self._tb is not None:
             self._tb.flush()
