@@ -107,7 +107,8 @@ def _unit_values(act: Array, position: Optional[Tuple[int, int]], layer: str) ->
     return act[:, i, j, :]
 
 
-def _check_targets(targets: Any, num_outputs: int, what: str) -> None:
+def check_targets(targets: Any, num_outputs: int, what: str) -> None:
+    """ValueError for concrete ``targets`` that are not integer indices in ``[0, num_outputs)``."""
     # Concrete targets only: a traced index has no value to look at without a host sync.
     if isinstance(targets, jax.core.Tracer):
         return
@@ -229,7 +230,7 @@ def explain(
         tgt = jnp.argmax(outputs, axis=-1)[None]
     else:
         what = "class" if layer is None else f"channel (of layer {name!r})"
-        _check_targets(targets, c, what)
+        check_targets(targets, c, what)
         tgt = jnp.asarray(targets, jnp.int32)
         if tgt.ndim not in (1, 2) or tgt.shape[0] != n:
             raise ValueError(f"targets must be [N] or [N, K] with N={n}, got shape {tgt.shape}")

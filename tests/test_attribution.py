@@ -537,3 +537,15 @@ def test_methods_run_on_a_batch_sharded_over_devices():
     ):
         run = A.make_attributor(name, f, **kw)
         np.testing.assert_allclose(run(xs, ts), run(x, t), rtol=1e-5, atol=1e-7)
+
+
+def test_out_of_range_targets_are_errors():
+    model, v, x = std_setup()
+    f = lambda z: model.apply(v, z)
+    fns = A.from_model(model, v, bcos=False)
+    for method in ("gradient", "input_x_gradient", "guided_backprop"):
+        match = rf"{method}: targets must be class indices in \[0, {NUM_CLASSES}\)"
+        with pytest.raises(ValueError, match=match):
+            A.attribute(method, fns, x, jnp.array([0, NUM_CLASSES]))
+    with pytest.raises(ValueError, match=r"in \[0, "):
+        A.gradient(f, x, jnp.array([-1, 0]))

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcos_jax.explain import check_targets
+
 Array = jax.Array
 
 __all__ = [
@@ -49,7 +51,8 @@ def prepare_targets(
 ) -> Tuple[Array, bool]:
     """Targets as an int32 [N, K] array and whether the caller asked for K targets per image.
 
-    ``targets=None`` needs ``logits`` (the argmax class is explained).
+    ``targets=None`` needs ``logits`` (the argmax class is explained). With ``logits``,
+    concrete targets outside ``[0, C)`` are a ValueError (as in ``bcos_jax.explain``).
     """
     if targets is None:
         if logits is None:
@@ -60,6 +63,11 @@ def prepare_targets(
         raise ValueError(f"{method}: targets must be integer class indices, got dtype {t.dtype}")
     if t.ndim not in (1, 2) or t.shape[0] != n:
         raise ValueError(f"{method}: targets must be [N] or [N, K] with N={n}, got shape {t.shape}")
+    if logits is not None:  # concrete targets in [0, C) (traced ones cannot be checked)
+        try:
+            check_targets(targets, logits.shape[-1], "class")
+        except ValueError as e:
+            raise ValueError(f"{method}: {e}") from None
     multi = t.ndim == 2
     return (t if multi else t[:, None]).astype(jnp.int32), multi
 
