@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "gradient_to_image",
+    "save_png",
     "contribution_map_image",
     "to_uint8",
     "composite",
@@ -140,8 +141,6 @@ def save_grid(
     its contribution map. Images are [H, W, 3|6] in [0, 1], explanations RGBA [H, W, 4].
     The file is written to a temporary name and renamed, so a crash leaves no half PNG.
     """
-    from PIL import Image
-
     if len(images) != len(explanations):
         raise ValueError(f"{len(images)} images but {len(explanations)} explanations")
     if contributions is not None and len(contributions) != len(images):
@@ -152,12 +151,24 @@ def save_grid(
         if contributions is not None:
             tiles.append(contribution_map_image(contributions[i]))
         rows.append(np.concatenate([to_uint8(t) for t in tiles], axis=1))
-    grid = np.concatenate(rows, axis=0)
-    pil = Image.fromarray(grid)
+    return save_png(path, np.concatenate(rows, axis=0), scale=scale)
+
+
+def save_png(path: str, image: np.ndarray, scale: int = 1) -> str:
+    """Write a uint8 [H, W, 3|4] image as a PNG, upscaled ``scale`` times (nearest), creating
+    the folder; written to a temporary name beside ``path`` and renamed, so a crash leaves
+    no half-written file. Returns ``path``."""
+    from PIL import Image
+
+    pil = Image.fromarray(np.asarray(image))
     if scale != 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        pil.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path

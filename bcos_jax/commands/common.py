@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
 from bcos_jax import hub
 
-__all__ = ["add_model_args", "encode_for", "load_image", "load_model", "save_png"]
+__all__ = ["add_model_args", "encode_for", "load_image", "load_model"]
 
 
 def add_model_args(parser: argparse.ArgumentParser, directory: bool = True):
@@ -76,16 +75,3 @@ def encode_for(spec, image: np.ndarray) -> np.ndarray:
     if spec.in_channels == 6:
         return np.concatenate([image, 1.0 - image], -1)
     return augment.normalize(image)
-
-
-def save_png(path: str, arr: np.ndarray) -> None:
-    """Write a uint8 image atomically (temporary file beside ``path``, then a rename)."""
-    from PIL import Image
-
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        Image.fromarray(arr).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -72,9 +72,9 @@ def run(args) -> int:
                 entry["name"] = names[entry["class"]]
         if spec.in_channels == 6:
             rgba = visualize.gradient_to_image(x[0], e.weights[0])
-            common.save_png(os.path.join(args.out, f"{stem}_explanation.png"),
-                            visualize.to_uint8(rgba))
-        common.save_png(
+            visualize.save_png(os.path.join(args.out, f"{stem}_explanation.png"),
+                               visualize.to_uint8(rgba))
+        visualize.save_png(
             os.path.join(args.out, f"{stem}_contributions.png"),
             visualize.to_uint8(visualize.contribution_map_image(e.contributions[0])),
         )

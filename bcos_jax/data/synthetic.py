@@ -42,7 +42,6 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import functools
-import os
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -345,7 +344,7 @@ def save_preview(
 
     Returns the path. The file is written under a temporary name and renamed.
     """
-    from PIL import Image
+    from bcos_jax import visualize
 
     num_classes = num_classes or len(get_task(task).class_names)
     src = QuickstartSource(split, num_per_class * num_classes, num_classes, image_size, seed,
@@ -364,11 +363,4 @@ def save_preview(
             c = col + k * num_per_class
             y, x = pad + row * tile, pad + c * tile
             grid[y : y + image_size, x : x + image_size] = t
-    pil = Image.fromarray(grid)
-    if scale != 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return visualize.save_png(path, grid, scale=scale)
